@@ -1,0 +1,24 @@
+"""``hfgd-lab profile``: parameters and GFLOPs of a model, per part."""
+from __future__ import annotations
+
+import json
+
+
+def add_arguments(p):
+    p.add_argument("config", nargs="?", help="model YAML (default: HFGDConfig defaults)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override config fields, e.g. output_stride=8")
+    p.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args):
+    from ..config import HFGDConfig
+    from ..models import build_model
+    from ..models.profile import format_profile, profile_model
+    from ..utils import apply_overrides
+
+    cfg = HFGDConfig.from_yaml(args.config) if args.config else HFGDConfig()
+    cfg = apply_overrides(cfg, args.set)
+    prof = profile_model(build_model(cfg), (1, 3, *args.size))
+    print(json.dumps(prof, indent=2) if args.json else format_profile(prof))
