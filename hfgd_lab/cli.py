@@ -10,7 +10,11 @@ import sys
 
 # name -> (module with add_arguments(parser) and run(args), one-line help)
 COMMANDS = {
+    "train": ("hfgd_lab.commands.train", "train a model from an experiment config"),
+    "eval": ("hfgd_lab.commands.evaluate", "evaluate a checkpoint: mIoU, mAcc, aAcc, per class"),
+    "predict": ("hfgd_lab.commands.predict", "segment images: colour masks and overlays"),
     "profile": ("hfgd_lab.commands.profile", "parameters and GFLOPs of a model config"),
+    "make-scenes": ("hfgd_lab.commands.make_scenes", "write procedural scenes to disk"),
 }
 
 

@@ -14,8 +14,10 @@ from torch import nn
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 32 groups of at least 4 channels (smp: 32 groups of 128),
+    so a 1x1 map (a small image at stride 32) still has several values per group."""
     groups = 32
-    while channels % groups:
+    while groups > 1 and (channels % groups or channels // groups < 4):
         groups //= 2
     return nn.GroupNorm(groups, channels)
 

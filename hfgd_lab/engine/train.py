@@ -1,0 +1,252 @@
+"""The training loop, readable top to bottom.
+
+AdamW with a lower backbone learning rate, linear warmup then poly decay (computed
+from the iteration, so resuming needs no scheduler state), gradient accumulation
+and clipping, AMP on CUDA, periodic validation, ``last``/``best`` checkpoints and a
+JSONL log. Under ``torchrun`` it runs DDP; rank 0 logs and saves.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..config import ConfigError
+from ..models import build_model
+from .checkpoint import (checkpoint_paths, load_checkpoint, load_train_state, restore_optimizer,
+                         save_checkpoint, set_rng_state)
+from .distributed import DistInfo, barrier, cleanup, init_distributed
+from .evaluate import evaluate
+from .experiment import ExperimentConfig
+from .inference import InferenceOptions
+from .sampling import InfiniteSampler, SeededDataset
+
+
+def lr_factor(it: int, cfg) -> float:
+    """Multiplier of the base lr at iteration ``it``: linear warmup, then poly decay."""
+    if it < cfg.warmup_iters:
+        return cfg.warmup_ratio + (1 - cfg.warmup_ratio) * it / cfg.warmup_iters
+    progress = min(1.0, (it - cfg.warmup_iters) / max(1, cfg.iters - cfg.warmup_iters))
+    floor = cfg.min_lr / cfg.lr
+    return floor + (1 - floor) * (1 - progress) ** cfg.poly_power
+
+
+def build_optimizer(model, cfg) -> torch.optim.AdamW:
+    """AdamW; the backbone at ``lr * backbone_lr_mult``; no weight decay on norms/biases."""
+    groups = []
+    for name, params in model.param_groups().items():
+        mult = cfg.backbone_lr_mult if name == "backbone" else 1.0
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
+            if ps:
+                groups.append({"params": ps, "lr": cfg.lr * mult, "lr_mult": mult,
+                               "weight_decay": wd, "name": f"{name}{'' if wd else '_no_decay'}"})
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def resolve_device(kind: str, info: DistInfo) -> torch.device:
+    if kind == "cpu" or (kind == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if kind in ("cuda", "auto"):
+        return torch.device("cuda", info.local_rank)
+    return torch.device(kind)
+
+
+def find_resume(resume: str | bool, work_dir: Path) -> Path:
+    """``--resume`` alone means the latest checkpoint in work_dir; a path means that one."""
+    if resume in (True, "auto", "latest", ""):
+        path = work_dir / "last"
+        if not (work_dir / "last.json").is_file():
+            raise FileNotFoundError(f"--resume: no last checkpoint in {work_dir}")
+        return path
+    return Path(resume)
+
+
+def build_datasets(cfg: ExperimentConfig):
+    from ..data import build_dataset
+    from ..data.transforms import build_eval_transform, build_train_transform
+    d = cfg.data
+    train_tf = build_train_transform(tuple(d.crop_size), scale=tuple(d.scale),
+                                     base_size=tuple(d.base_size) if d.base_size else None,
+                                     cat_max_ratio=d.cat_max_ratio, flip=d.flip,
+                                     photometric=d.photometric)
+    train_ds = build_dataset(d.name, d.root, d.train_split, transform=train_tf, **d.kwargs)
+    val_ds = build_dataset(d.name, d.root, d.val_split, transform=build_eval_transform(),
+                           **{**d.kwargs, **d.val_kwargs})
+    return train_ds, val_ds
+
+
+def train(cfg: ExperimentConfig, resume: str | bool | None = None, progress: bool = True,
+          on_step=None, config_path: str | None = None) -> dict:
+    """Train ``cfg``; returns ``{"best": metrics, "last": metrics, "work_dir": ...}``.
+
+    ``on_step(it, model, losses)`` is the one hook, for analyses that watch training.
+    """
+    tc = cfg.train
+    info = init_distributed(tc.device)
+    device = resolve_device(tc.device, info)
+    work_dir = Path(tc.work_dir)
+    seed_everything(tc.seed)  # same on every rank: identical initial weights
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    train_ds, val_ds = build_datasets(cfg)
+    if len(train_ds.CLASSES) != cfg.model.num_classes:
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but dataset "
+                          f"{cfg.data.name!r} has {len(train_ds.CLASSES)} classes")
+    model = build_model(cfg.model).to(device)
+    optimizer = build_optimizer(model, tc)
+    use_amp = tc.amp == "on" or (tc.amp == "auto" and device.type == "cuda")
+    amp_dtype = torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() \
+        else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    start_it, best, history = 0, None, []
+    if resume:
+        ckpt = find_resume(resume, work_dir)
+        _, tensors, state = load_train_state(ckpt)
+        loaded, _ = load_checkpoint(ckpt)
+        model.load_state_dict(loaded.state_dict())
+        restore_optimizer(optimizer, tensors, state)
+        if state.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(tensors, state["rng"])
+        start_it, best = state["iteration"], state.get("best")
+        if info.is_main:
+            print(f"resumed from {checkpoint_paths(ckpt)['card']} at iteration {start_it}")
+
+    net = model
+    if info.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    d = cfg.data
+    per_step = d.batch_size * tc.accum_steps
+    sampler = InfiniteSampler(len(train_ds), seed=tc.seed, rank=info.rank,
+                              world_size=info.world_size, start=start_it * per_step)
+    loader = DataLoader(SeededDataset(train_ds), batch_size=d.batch_size, sampler=sampler,
+                        num_workers=d.num_workers, pin_memory=device.type == "cuda",
+                        persistent_workers=d.num_workers > 0, drop_last=True,
+                        generator=torch.Generator().manual_seed(tc.seed))
+    batches = iter(loader)
+    eval_opts = InferenceOptions.from_eval_config(cfg.eval)
+
+    if info.is_main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(work_dir / "config.yaml")
+    log = _Logger(work_dir, info.is_main)
+    bar = tqdm(range(start_it, tc.iters), initial=start_it, total=tc.iters, desc="train",
+               disable=not (progress and info.is_main), dynamic_ncols=True)
+    model.train()
+    window, t0, seen = [], time.perf_counter(), 0
+    last_metrics = None
+    for it in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = tc.lr * group["lr_mult"] * lr_factor(it, tc)
+        for micro in range(tc.accum_steps):
+            batch = next(batches)
+            images = batch["image"].to(device, non_blocking=True)
+            masks = batch["mask"].to(device, non_blocking=True)
+            sync = nullcontext() if (micro == tc.accum_steps - 1 or not info.enabled) \
+                else net.no_sync()
+            with sync:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    out = net(images)
+                    losses = model.loss(out, masks)
+                scaler.scale(losses["loss"] / tc.accum_steps).backward()
+            seen += images.shape[0] * info.world_size
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), tc.grad_clip if tc.grad_clip else float("inf"))
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(losses["loss"]):
+            raise FloatingPointError(f"loss is {losses['loss'].item()} at iteration {it + 1}; "
+                                     "lower train.lr or enable train.grad_clip")
+        window.append({k: v.item() for k, v in losses.items()} | {"grad_norm": grad_norm.item()})
+        if on_step is not None:
+            on_step(it, model, losses)
+
+        step = it + 1
+        if step % tc.log_interval == 0 or step == tc.iters:
+            dt = time.perf_counter() - t0
+            rec = {"iter": step, "lr": optimizer.param_groups[0]["lr"],
+                   **{k: float(np.mean([w[k] for w in window])) for k in window[0]},
+                   "img_per_s": seen / dt if dt > 0 else 0.0}
+            log.write(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", img_s=f"{rec['img_per_s']:.1f}")
+            window, t0, seen = [], time.perf_counter(), 0
+        if step % tc.val_interval == 0 or step == tc.iters:
+            last_metrics = evaluate(model, val_ds, eval_opts, device, info,
+                                    cfg.eval.max_images, progress, desc=f"val@{step}")
+            summary = {k: last_metrics[k] for k in ("mIoU", "mAcc", "aAcc")}
+            log.write({"iter": step, "val": summary})
+            is_best = best is None or summary["mIoU"] > best["mIoU"]
+            if is_best:
+                best = {"iteration": step, **summary}
+            if info.is_main:
+                card = dict(classes=train_ds.CLASSES, palette=train_ds.PALETTE,
+                            metrics={**summary, "IoU": last_metrics["IoU"],
+                                     "Acc": last_metrics["Acc"], "iteration": step},
+                            extra={"experiment": cfg.to_dict(), "dataset": cfg.data.name})
+                save_checkpoint(work_dir / "last", model, optimizer=optimizer, scaler=scaler,
+                                train_state={"iteration": step, "best": best}, **card)
+                if is_best:
+                    save_checkpoint(work_dir / "best", model, **card)
+            history.append({"iter": step, **summary})
+            barrier(info)
+    bar.close()
+    log.close()
+    cleanup(info)
+    return {"best": best, "last": last_metrics, "history": history, "work_dir": str(work_dir)}
+
+
+class _Logger:
+    """JSONL log (and TensorBoard when installed), rank 0 only."""
+
+    def __init__(self, work_dir: Path, active: bool):
+        self.active = active
+        self.tb = None
+        if not active:
+            return
+        self.file = open(work_dir / "log.jsonl", "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(work_dir / "tb"))
+        except Exception:  # tensorboard is optional
+            self.tb = None
+
+    def write(self, rec: dict):
+        if not self.active:
+            return
+        self.file.write(json.dumps({"time": time.time(), **rec}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            flat = rec.get("val", rec)
+            prefix = "val/" if "val" in rec else "train/"
+            for k, v in flat.items():
+                if k != "iter" and isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(prefix + k, v, rec["iter"])
+
+    def close(self):
+        if self.active:
+            self.file.close()
+            if self.tb is not None:
+                self.tb.close()
+

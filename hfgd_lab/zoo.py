@@ -1,0 +1,65 @@
+"""Bundled models: small checkpoints shipped inside the package, loaded by name.
+
+``load_pretrained(name)`` finds ``hfgd_lab/weights/<name>.safetensors`` + ``.json``
+wherever the package is installed; ``list_pretrained()`` names what is there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .engine.checkpoint import CheckpointError, checkpoint_paths, load_checkpoint, read_card
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_MODEL = "hfgd_scenes_sg"
+
+
+@dataclass
+class Pretrained:
+    """A loaded bundled model with what a user needs beside the weights."""
+    name: str
+    model: object
+    classes: tuple
+    palette: np.ndarray
+    card: dict
+
+    def __iter__(self):  # model, classes, palette = load_pretrained(...)
+        return iter((self.model, self.classes, self.palette))
+
+
+def list_pretrained() -> list[str]:
+    """Names of the bundled checkpoints (default model first)."""
+    names = sorted(p.stem for p in WEIGHTS_DIR.glob("*.json")
+                   if (WEIGHTS_DIR / f"{p.stem}.safetensors").is_file())
+    return sorted(names, key=lambda n: n != DEFAULT_MODEL)
+
+
+def pretrained_card(name: str) -> dict:
+    _check_name(name)
+    return read_card(WEIGHTS_DIR / name)
+
+
+def _check_name(name: str) -> None:
+    available = list_pretrained()
+    if name not in available:
+        raise CheckpointError(f"no bundled model named {name!r}; available: "
+                              f"{', '.join(available) or 'none (run the model-zoo build)'}")
+
+
+def load_pretrained(name: str = DEFAULT_MODEL, device: str = "cpu") -> Pretrained:
+    """Load bundled model ``name`` in eval mode with its classes and palette."""
+    _check_name(name)
+    model, card = load_checkpoint(WEIGHTS_DIR / name, map_location=device)
+    return Pretrained(name, model, tuple(card.get("classes") or ()),
+                      np.asarray(card.get("palette") or [], dtype=np.uint8), card)
+
+
+def resolve_model(spec: str, device: str = "cpu"):
+    """A bundled model name or a checkpoint path -> (model, card, stem for outputs)."""
+    if spec in list_pretrained():
+        p = load_pretrained(spec, device)
+        return p.model, p.card, Path(spec)
+    model, card = load_checkpoint(spec, map_location=device)
+    return model, card, checkpoint_paths(spec)["card"].with_suffix("")
