@@ -89,16 +89,19 @@ def grid_labels(labels: np.ndarray, stride: int, grid) -> np.ndarray:
 
 
 def pixel_embedding(analysis, branches: Sequence[str] = ("high", "up"), method: str = "pca",
-                    max_pixels: int = 2000, use_target: bool = True, tokens: bool = True,
+                    max_pixels: Optional[int] = None, use_target: bool = True, tokens: bool = True,
                     normalize: bool = True, random_state: int = 0,
                     perplexity: float = 30.0) -> Embedding:
     """Pixel features of the chosen branches and the class tokens in one 2D embedding.
 
     Each branch contributes at most ``max_pixels`` cells of its own grid (a
-    deterministic subsample). Points are labelled by the ground truth at the cell
+    deterministic subsample; default 2000 for PCA and 300 for t-SNE, whose cost grows
+    quickly: ~1000 points take tens of seconds on one core). Points are labelled by the ground truth at the cell
     centre when the analysis has a target (and ``use_target``), else by that branch's
     own prediction.
     """
+    if max_pixels is None:
+        max_pixels = 300 if method == "tsne" else 2000
     rng = np.random.default_rng(random_state)
     feats, labels, source, index = [], [], [], []
     for b in branches:
@@ -114,7 +117,7 @@ def pixel_embedding(analysis, branches: Sequence[str] = ("high", "up"), method: 
         if use_target and analysis.target is not None:
             lab = grid_labels(analysis.target, stride, grid).ravel()
         else:
-            lab = _np(logits).argmax(0).ravel()
+            lab = logits.argmax(0).numpy().ravel()
         idx = np.arange(len(rows))
         if len(idx) > max_pixels:
             idx = np.sort(rng.choice(len(idx), max_pixels, replace=False))

@@ -87,12 +87,23 @@ def _resize_labels(target: np.ndarray, size) -> np.ndarray:
     return target[rows][:, cols]
 
 
-def _predict(logits: torch.Tensor, input_size, stride: int):
-    """Image-size argmax and max-softmax of (K, h, w) logits."""
-    up = resize_logits(logits[None].float(), input_size, stride)[0]
-    top, pred = up.max(0)
-    conf = torch.exp(top - torch.logsumexp(up, 0))
-    return pred.numpy().astype(np.int64), conf.numpy().astype(np.float32)
+def _predict(logits: torch.Tensor, input_size, stride: int, chunk: int = 16384):
+    """Image-size argmax and max-softmax of (K, h, w) logits, exactly as argmax of
+    ``resize_logits``; channels-last and in chunks of pixels, since reductions over
+    the class axis of a (K, H, W) tensor are slow on CPU for large K."""
+    x = logits[None].float().contiguous(memory_format=torch.channels_last)
+    up = resize_logits(x, input_size, stride)
+    k = up.shape[1]
+    rows = up.permute(0, 2, 3, 1).reshape(-1, k)  # (H*W, K), no copy when channels-last
+    pred = torch.empty(rows.shape[0], dtype=torch.long)
+    conf = torch.empty(rows.shape[0])
+    for i in range(0, rows.shape[0], chunk):
+        part = rows[i:i + chunk]
+        top, idx = part.max(1)
+        pred[i:i + chunk] = idx
+        conf[i:i + chunk] = 1.0 / (part - top[:, None]).exp_().sum(1)
+    h, w = input_size
+    return pred.view(h, w).numpy().astype(np.int64), conf.view(h, w).numpy()
 
 
 # ---- the stored result --------------------------------------------------------------
@@ -123,7 +134,9 @@ class ImageAnalysis:
         confidence, confidence_high: (H, W) float32 max softmax probability.
         probs, probs_high: (K, h, w) float32 softmax on each branch's own grid.
         target: (H, W) int64 ground truth if given (resized nearest), else None.
-        timings: seconds spent in ``forward`` and ``post`` (everything after it).
+        pred_source: ``"forward"`` (pred from ``logits``) or ``"probs"`` (from
+            probabilities passed to ``analyze_image``, e.g. test-time augmentation).
+        timings: seconds spent in ``forward`` (with preprocessing) and ``post``.
     """
 
     image: np.ndarray
@@ -146,6 +159,7 @@ class ImageAnalysis:
     probs: np.ndarray
     probs_high: Optional[np.ndarray]
     target: Optional[np.ndarray] = None
+    pred_source: str = "forward"
     timings: dict = field(default_factory=dict)
     _cache: dict = field(default_factory=dict, repr=False)
 
@@ -285,7 +299,7 @@ def _prepare(image, max_side):
 
 
 def analyze_image(model, image, target=None, *, max_side: Optional[int] = None,
-                  outputs=None, index: int = 0, device=None) -> ImageAnalysis:
+                  outputs=None, probs=None, index: int = 0, device=None) -> ImageAnalysis:
     """Run ``model`` once on ``image`` and keep what every analysis needs.
 
     Args:
@@ -298,6 +312,11 @@ def analyze_image(model, image, target=None, *, max_side: Optional[int] = None,
         outputs: precomputed :class:`HFGDOutput` for this (already resized) image, e.g.
             from sliding-window or flip inference in the engine; the forward pass is
             skipped. Include ``attentions`` for the attention analyses.
+        probs: optional (K, H, W) (or (1, K, H, W)) image-size upsampler probabilities
+            for the analysed image, e.g. ``engine.inference.predict_probs`` with flip /
+            sliding-window / multi-scale options; ``pred`` and ``confidence`` then come
+            from them (``pred_source == "probs"``) while features, logits and attention
+            come from the single forward pass.
         index: which batch element of ``outputs`` to keep.
         device: where to run the forward pass (default: the model's device).
 
@@ -330,6 +349,16 @@ def analyze_image(model, image, target=None, *, max_side: Optional[int] = None,
     if outputs.attentions:
         attn = torch.stack([a[index] for a in outputs.attentions]).float().cpu().numpy()
     pred, conf = _predict(logits, (h, w), os_)
+    pred_source = "forward"
+    if probs is not None:
+        p = torch.as_tensor(probs).detach().float().cpu()
+        p = p[index] if p.dim() == 4 else p
+        if tuple(p.shape) != (logits.shape[0], h, w):
+            raise ValueError(f"probs must be (K, H, W) = {(logits.shape[0], h, w)}, "
+                             f"got {tuple(p.shape)}")
+        top, idx = p.max(0)
+        pred, conf = idx.numpy().astype(np.int64), top.numpy().astype(np.float32)
+        pred_source = "probs"
     pred_high = conf_high = probs_high = None
     if logits_high is not None:
         pred_high, conf_high = _predict(logits_high, (h, w), HIGH_STRIDE)
@@ -354,5 +383,5 @@ def analyze_image(model, image, target=None, *, max_side: Optional[int] = None,
         logit_scale=float(scale.detach().exp()) if scale is not None else None,
         attentions=attn, pred=pred, pred_high=pred_high, confidence=conf,
         confidence_high=conf_high, probs=logits.softmax(0).numpy(), probs_high=probs_high,
-        target=tgt,
+        target=tgt, pred_source=pred_source,
         timings={"forward": t1 - t0, "post": time.perf_counter() - t1})
