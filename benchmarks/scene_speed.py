@@ -20,6 +20,16 @@ import torch  # noqa: E402
 from hfgd_lab.data import SceneDataset, build_train_transform  # noqa: E402
 
 
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def best_rate(fn, n: int, rounds: int) -> float:
     """Best images/s over ``rounds`` rounds of ``n`` calls."""
     best = float("inf")
@@ -41,7 +51,7 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(1)
     n, rounds = args.per_round, args.rounds
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, "
+    print(f"machine: {cpu_name()}, "
           f"{os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}; "
           f"python {platform.python_version()}, torch {torch.__version__}; 1 thread")
     print(f"{'size':>5}  {'generate':>9}  {'+eval tf':>9}  {'+train tf':>9}   (img/s, one core)")
