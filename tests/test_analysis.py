@@ -91,6 +91,18 @@ def test_precomputed_outputs_and_tensor_input_give_the_same_analysis(model, imag
         analyze_image(model, image, outputs=out, max_side=64)
 
 
+def test_probs_hook_takes_the_prediction_from_test_time_augmentation(model, image, analysis):
+    from hfgd_lab.engine.inference import InferenceOptions, predict_probs
+    probs = predict_probs(model, normalize_image(image), InferenceOptions(flip=True))
+    a = analyze_image(model, image, probs=probs)
+    assert a.pred_source == "probs" and analysis.pred_source == "forward"
+    np.testing.assert_array_equal(a.pred, probs[0].argmax(0).numpy())
+    np.testing.assert_allclose(a.confidence, probs[0].max(0).values.numpy(), atol=1e-6)
+    torch.testing.assert_close(a.logits, analysis.logits)  # features stay single-pass
+    with pytest.raises(ValueError, match="probs must be"):
+        analyze_image(model, image, probs=probs[:, :, :10])
+
+
 def test_max_side_downscales_and_maps_points(model, image, target):
     a = analyze_image(model, image, target, max_side=64)
     assert max(a.input_size) == 64 and a.input_size == fit_max_side((H, W), 64)
@@ -98,6 +110,18 @@ def test_max_side_downscales_and_maps_points(model, image, target):
     x, y = a.point_from_original(W - 1, H - 1)
     assert x <= a.input_size[1] and y <= a.input_size[0]
     assert fit_max_side((50, 40), 64) == (50, 40)  # never upscaled
+
+
+def test_semantic_fpn_baseline_analyses_what_it_has():
+    m = build_model(HFGDConfig(**SMALL, arch="semantic_fpn")).eval()
+    a = analyze_image(m, np.zeros((64, 64, 3), np.uint8))
+    assert not a.has_high and not a.has_attention and a.pred_high is None
+    s = a.similarity(0)
+    assert s.high is None and s.up.shape == (1, 64, 64)
+    for analysis_of in (a.shared_pca, a.agreement, a.decision_changes,
+                        lambda: a.attention(1, 1)):
+        with pytest.raises(ValueError, match="HFG branch|no CAE attention"):
+            analysis_of()
 
 
 # ---- class-token similarity ---------------------------------------------------------
@@ -288,7 +312,7 @@ def test_mask_to_token_weights():
 def _probe(**kw):
     torch.manual_seed(0)
     m = build_model(HFGDConfig(**{**SMALL, "cae_depth": 1, "dropout": 0.0, **kw}))
-    x, y = torch.randn(2, 3, 64, 64), torch.randint(0, 5, (2, 64, 64))
+    x, y = torch.randn(1, 3, 64, 64), torch.randint(0, 5, (1, 64, 64))
     return gradient_norms(m, x, y), m
 
 
@@ -360,10 +384,9 @@ def test_pixel_embedding_is_deterministic(analysis):
     assert e1.points.shape == (20 + 150, 2) and e1.token_points.shape == (5, 2)
     assert set(np.unique(e1.source)) == {"high", "up"}
     assert set(np.unique(e1.labels)) <= {0, 2, 4, 255}  # ground-truth labels
-    t = analysis.embedding(method="tsne", branches=("up",), max_pixels=60, random_state=3)
-    t2 = analysis.embedding(method="tsne", branches=("up",), max_pixels=60, random_state=3)
-    np.testing.assert_allclose(t.points, t2.points)
-    assert t.points.shape == (60, 2) and np.isfinite(t.points).all()
+    t = analysis.embedding(method="tsne", branches=("up",), max_pixels=40, random_state=3)
+    assert t.points.shape == (40, 2) and t.token_points.shape == (5, 2)
+    assert np.isfinite(t.points).all() and set(np.unique(t.source)) == {"up"}
 
 
 def test_segmentation_scores_and_confusion():

@@ -96,9 +96,9 @@ def pixel_embedding(analysis, branches: Sequence[str] = ("high", "up"), method: 
 
     Each branch contributes at most ``max_pixels`` cells of its own grid (a
     deterministic subsample; default 2000 for PCA and 300 for t-SNE, whose cost grows
-    quickly: ~1000 points take tens of seconds on one core). Points are labelled by the ground truth at the cell
-    centre when the analysis has a target (and ``use_target``), else by that branch's
-    own prediction.
+    quickly: ~1000 points take tens of seconds on one core). Points are labelled by
+    the ground truth at the cell centre when the analysis has a target (and
+    ``use_target``), else by that branch's own prediction.
     """
     if max_pixels is None:
         max_pixels = 300 if method == "tsne" else 2000

@@ -260,7 +260,7 @@ class ImageAnalysis:
 
     def rollout_matrix(self, head_fusion: str = "mean") -> np.ndarray:
         """(N, N) attention rollout over all layers, computed once and cached."""
-        key = ("rollout", head_fusion)
+        key = ("rollout", head_fusion, id(self.attentions))  # a replaced array misses
         if key not in self._cache:
             from .attention import attention_rollout
             self.require_attention()

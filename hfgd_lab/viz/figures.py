@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..analysis.guidance import BOTH_WRONG, BROKE, FIXED, IGNORED, OUTCOME_NAMES
+from ..analysis.guidance import BOTH_WRONG, BROKE, FIXED, OUTCOME_NAMES
 from .colors import as_palette, blend, default_palette, heatmap_overlay, overlay, to_uint8
 
 __all__ = ["plot_segmentation", "plot_prediction", "plot_heatmap", "plot_class_similarity",
@@ -110,7 +110,8 @@ def plot_prediction(analysis, palette=None, class_names=None, alpha: float = 0.6
     panels.append(("prediction (upsampler, OS%d)" % a.output_stride,
                    overlay(a.image, a.pred, pal, alpha, ignore_index)))
     if a.pred_high is not None:
-        panels.append(("HFG branch (OS32)", overlay(a.image, a.pred_high, pal, alpha, ignore_index)))
+        panels.append(("HFG branch (OS32)",
+                       overlay(a.image, a.pred_high, pal, alpha, ignore_index)))
     if a.target is not None:
         panels.append(("ground truth", overlay(a.image, a.target, pal, alpha, ignore_index)))
     fig, axes = _figure(1, len(panels), 3.2, 1.5)
@@ -276,7 +277,8 @@ def plot_agreement(agreement, image, changes=None, cmap: str = "RdBu_r",
     dis = ~agreement.argmax_agree
     agree = blend(agree, np.broadcast_to(np.array([255, 0, 255], np.uint8), agree.shape),
                   alpha, where=dis)
-    _image_axis(axes[0, 1], agree, f"argmax differs (magenta), agree {agreement.agree_fraction:.1%}")
+    _image_axis(axes[0, 1], agree,
+                f"argmax differs (magenta), agree {agreement.agree_fraction:.1%}")
     if changes is not None:
         ax = axes[0, 2]
         _image_axis(ax, _outcome_rgb(image, changes, alpha), "decision changes")
