@@ -1,9 +1,9 @@
 """Procedural-scene generation speed, images/s on ONE core, at 192 and 256 px.
 
 Data must never be the bottleneck: fine-tuning runs ~15-25 img/s per core, so scene
-generation should stay well above 100 img/s per core at 192 px. Each figure is the
-best of several short rounds, since a shared machine's other jobs only ever slow a
-round down. Usage: ``python benchmarks/scene_speed.py [--rounds 5] [--per-round 40]``.
+generation should stay well above 100 img/s per core at 192 px. Rates are measured
+in this process's CPU time (one thread), so other jobs sharing the machine do not
+count against them, and each is the best of several short rounds. Usage: ``python benchmarks/scene_speed.py [--rounds 5] [--per-round 40]``.
 """
 from __future__ import annotations
 
@@ -31,14 +31,14 @@ def cpu_name() -> str:
 
 
 def best_rate(fn, n: int, rounds: int) -> float:
-    """Best images/s over ``rounds`` rounds of ``n`` calls."""
+    """Best images per CPU-second over ``rounds`` rounds of ``n`` calls."""
     best = float("inf")
     offset = 0
     for _ in range(rounds):
-        start = time.perf_counter()
+        start = time.process_time()
         for i in range(n):
             fn(offset + i)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
         offset += n
     return n / best
 
@@ -54,7 +54,7 @@ def main():
     print(f"machine: {cpu_name()}, "
           f"{os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}; "
           f"python {platform.python_version()}, torch {torch.__version__}; 1 thread")
-    print(f"{'size':>5}  {'generate':>9}  {'+eval tf':>9}  {'+train tf':>9}   (img/s, one core)")
+    print(f"{'size':>5}  {'generate':>9}  {'+eval tf':>9}  {'+train tf':>9}   (img/s per CPU-second, one thread)")
     for size in args.sizes:
         ds = SceneDataset(num=n * rounds, size=size)
         gen = best_rate(ds.load, n, rounds)
