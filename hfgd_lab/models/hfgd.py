@@ -108,10 +108,14 @@ class HFGD(nn.Module):
         h, w = images.shape[-2:]
         x = self._pad(images)
         feats = self.backbone(x)
-        if self.neck is not None:  # C4 and C5 = maxpool(C4) keep their gradient path
+        if self.neck is not None:
+            # Plain ViT: the neck is decoder weight, fed a detached C4 under sg, and it
+            # must still learn from loss_up; the HFG branch keeps C4/C5's gradient path.
             c4 = feats[-1]
-            feats = self.neck(c4.detach() if cfg.sg_backbone_on else c4)
-            feats[2], feats[3] = c4, F.max_pool2d(c4, 2)
+            up_in = self.neck(c4.detach() if cfg.sg_backbone_on else c4)
+            feats = [up_in[0], up_in[1], c4, F.max_pool2d(c4, 2)]
+        else:
+            up_in = [f.detach() for f in feats] if cfg.sg_backbone_on else feats
 
         feat_high = logits_high = None
         attentions = []
@@ -123,7 +127,6 @@ class HFGD(nn.Module):
             feat_high, attentions = self.cae(self.high_proj(high_in), return_attention)
             logits_high = classify(feat_high, self.class_tokens, cfg.classifier, self.logit_scale)
 
-        up_in = [f.detach() for f in feats] if cfg.sg_backbone_on else feats
         guide = None
         if feat_high is not None:
             guide = feat_high.detach() if cfg.sg_high_on else feat_high
