@@ -13,6 +13,7 @@ COMMANDS = {
     "train": ("hfgd_lab.commands.train", "train a model from an experiment config"),
     "eval": ("hfgd_lab.commands.evaluate", "evaluate a checkpoint: mIoU, mAcc, aAcc, per class"),
     "predict": ("hfgd_lab.commands.predict", "segment images: colour masks and overlays"),
+    "pretrain": ("hfgd_lab.commands.pretrain", "pretrain a backbone on the built-in scenes"),
     "profile": ("hfgd_lab.commands.profile", "parameters and GFLOPs of a model config"),
     "make-scenes": ("hfgd_lab.commands.make_scenes", "write procedural scenes to disk"),
 }

@@ -1,0 +1,1 @@
+"""Experiments built from the engine and the analysis library."""
