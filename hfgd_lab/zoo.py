@@ -5,6 +5,7 @@ wherever the package is installed; ``list_pretrained()`` names what is there.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,12 @@ import numpy as np
 
 from .engine.checkpoint import CheckpointError, checkpoint_paths, load_checkpoint, read_card
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+__all__ = ["list_pretrained", "load_pretrained", "pretrained_card", "resolve_model",
+           "Pretrained", "DEFAULT_MODEL", "WEIGHTS_DIR"]
+
+# HFGD_LAB_WEIGHTS_DIR points the zoo at another folder (tests, development).
+WEIGHTS_DIR = Path(os.environ.get("HFGD_LAB_WEIGHTS_DIR")
+                   or Path(__file__).resolve().parent / "weights")
 DEFAULT_MODEL = "hfgd_scenes_sg"
 
 
