@@ -95,7 +95,27 @@ def bundle(results, out: Path, dest: Path, meta: dict, subset: int):
     from hfgd_lab.engine.checkpoint import load_checkpoint, save_checkpoint
     from hfgd_lab.engine.evaluate import evaluate
 
+    import shutil
+
+    from hfgd_lab.experiments.stop_gradient import summarize
+    from hfgd_lab.models import Backbone
+    from hfgd_lab.models.backbone import save_backbone_weights
+
     dest.mkdir(parents=True, exist_ok=True)
+    # the pretrained backbone ships too (fp16), for the teaching notebook's live run
+    cfg0 = results[0]["config"]["model"]
+    bb = Backbone(cfg0["backbone"], weights=meta["pretrained"], **cfg0["backbone_kwargs"]).half()
+    save_backbone_weights(bb, dest / "scenes_backbone.safetensors",
+                          metadata={"backbone": cfg0["backbone"]})
+    src_card = Path(meta["pretrained"]).with_suffix(".json")
+    if src_card.is_file():
+        card = json.loads(src_card.read_text())
+        card["backbone_kwargs"] = cfg0["backbone_kwargs"]
+        (dest / "scenes_backbone.json").write_text(json.dumps(card, indent=1))
+    else:
+        shutil.copy(src_card, dest / "scenes_backbone.json")
+    sg_summary = {v: {k: {"mean": row[k][0], "std": row[k][1]} for k in row if k != "seeds"}
+                  for v, row in summarize(results)["variants"].items()}
     first = {}
     for r in results:
         first.setdefault(r["variant"], r)
@@ -121,6 +141,9 @@ def bundle(results, out: Path, dest: Path, meta: dict, subset: int):
                         extra={"experiment": cfg, "dataset": "scenes",
                                "trained_on": trained_on(cfg),
                                "variant": variant, "seed": r["seed"],
+                               "sg_experiment": {"title": meta["title"], "seeds": len(
+                                   [x for x in results if x["variant"] == variant]),
+                                   "variants": sg_summary},
                                "provenance": {"command": meta["command"],
                                               "machine": meta["machine"], "date": meta["date"],
                                               "train_minutes": r["seconds"] / 60,

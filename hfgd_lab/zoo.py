@@ -5,21 +5,24 @@ wherever the package is installed; ``list_pretrained()`` names what is there.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .engine.checkpoint import CheckpointError, checkpoint_paths, load_checkpoint, read_card
+from .engine.checkpoint import (FORMAT, CheckpointError, checkpoint_paths, load_checkpoint,
+                                read_card)
 
 __all__ = ["list_pretrained", "load_pretrained", "pretrained_card", "resolve_model",
-           "Pretrained", "DEFAULT_MODEL", "WEIGHTS_DIR"]
+           "Pretrained", "DEFAULT_MODEL", "WEIGHTS_DIR", "pretrained_backbone"]
 
 # HFGD_LAB_WEIGHTS_DIR points the zoo at another folder (tests, development).
 WEIGHTS_DIR = Path(os.environ.get("HFGD_LAB_WEIGHTS_DIR")
                    or Path(__file__).resolve().parent / "weights")
 DEFAULT_MODEL = "hfgd_scenes_sg"
+DEFAULT_BACKBONE = "scenes_backbone"
 
 
 @dataclass
@@ -35,11 +38,27 @@ class Pretrained:
         return iter((self.model, self.classes, self.palette))
 
 
+def _is_model_card(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("format") == FORMAT
+    except (OSError, ValueError):
+        return False
+
+
 def list_pretrained() -> list[str]:
     """Names of the bundled checkpoints (default model first)."""
     names = sorted(p.stem for p in WEIGHTS_DIR.glob("*.json")
-                   if (WEIGHTS_DIR / f"{p.stem}.safetensors").is_file())
+                   if (WEIGHTS_DIR / f"{p.stem}.safetensors").is_file() and _is_model_card(p))
     return sorted(names, key=lambda n: n != DEFAULT_MODEL)
+
+
+def pretrained_backbone(name: str = DEFAULT_BACKBONE) -> Path:
+    """Path of a bundled pretrained backbone (for ``backbone_weights=``), e.g. the one
+    the bundled models were fine-tuned from; its JSON card sits beside it."""
+    path = WEIGHTS_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"no bundled backbone named {name!r} in {WEIGHTS_DIR}")
+    return path
 
 
 def pretrained_card(name: str) -> dict:
