@@ -1,0 +1,100 @@
+"""The command line end to end in a fast mode: pretrain -> train -> eval -> predict."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from hfgd_lab.cli import COMMANDS, main
+
+TINY_BACKBONE = "backbone_kwargs={dims: [16, 32, 64, 128], depths: [1, 1, 1, 1]}"
+
+
+def test_help_lists_every_command(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for name in ("train", "eval", "predict", "pretrain", "app", "bench"):
+        assert name in out, name
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Pretrain a tiny backbone, then fine-tune HFGD from it: shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("cli")
+    weights = tmp / "bb.safetensors"
+    assert main(["pretrain", "--out", str(weights), "--no-progress", "--set", "iters=3",
+                 "batch_size=2", "size=64", "num_workers=0", TINY_BACKBONE]) == 0
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["images_seen"] == 6 and card["curve"]
+    cfg = {
+        "model": {"num_classes": 10, "embed_dim": 32, "cae_heads": 4, "decoder_channels": 32,
+                  "backbone_kwargs": {"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1]},
+                  "backbone_weights": str(weights)},
+        "data": {"name": "scenes", "kwargs": {"num": 8, "size": 64, "seed": 0},
+                 "val_kwargs": {"num": 3}, "crop_size": [64, 64], "batch_size": 2},
+        "train": {"iters": 4, "val_interval": 2, "log_interval": 2, "warmup_iters": 1},
+    }
+    (tmp / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp / "run"
+    assert main(["train", str(tmp / "exp.yaml"), "--work-dir", str(run), "--no-progress",
+                 "--set", "train.iters=4"]) == 0
+    return tmp, run
+
+
+def test_train_writes_checkpoints_and_log(pipeline):
+    _, run = pipeline
+    for f in ("best.json", "best.safetensors", "last.json", "last.train.safetensors",
+              "log.jsonl", "config.yaml"):
+        assert (run / f).is_file(), f
+    card = json.loads((run / "last.json").read_text())
+    assert card["train_state"]["iteration"] == 4 and len(card["classes"]) == 10
+
+
+def test_eval_prints_table_and_writes_json(pipeline, capsys):
+    tmp, run = pipeline
+    out = tmp / "eval.json"
+    assert main(["eval", str(run / "best"), "--out", str(out), "--no-progress",
+                 "--flip", "--mode", "slide", "--crop", "48", "48"]) == 0
+    text = capsys.readouterr().out
+    assert "mIoU" in text and "cow" in text
+    res = json.loads(out.read_text())
+    assert res["num_images"] == 3 and len(res["IoU"]) == 10 and res["inference"]["flip"]
+
+
+def test_eval_on_a_folder_dataset_from_make_scenes(pipeline, capsys):
+    tmp, run = pipeline
+    assert main(["make-scenes", "--out", str(tmp / "scenes"), "--num", "2", "--size", "64",
+                 "--split", "val"]) == 0
+    assert main(["eval", str(run / "best"), "--data", "folder", "--root", str(tmp / "scenes"),
+                 "--split", "val", "--out", str(tmp / "f.json"), "--no-progress"]) == 0
+    assert json.loads((tmp / "f.json").read_text())["num_images"] == 2
+
+
+def test_predict_writes_masks_and_skips_bad_files(pipeline, capsys):
+    tmp, run = pipeline
+    img = tmp / "in" / "photo.jpg"
+    img.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8)).save(img)
+    (tmp / "in" / "notes.png").write_bytes(b"this is not an image")
+    code = main(["predict", str(run / "best"), str(tmp / "in"), "--out", str(tmp / "pred")])
+    assert code == 1  # one input was refused
+    assert "notes.png: not a readable image" in capsys.readouterr().out
+    labels = np.asarray(Image.open(tmp / "pred" / "photo_labels.png"))
+    assert labels.shape == (50, 70) and labels.max() < 10
+    assert np.asarray(Image.open(tmp / "pred" / "photo_overlay.png")).shape == (50, 70, 3)
+    assert (tmp / "pred" / "photo_mask.png").is_file()
+
+
+def test_bad_inputs_exit_with_a_message(tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("model:\n  output_stride: 3\n")
+    assert main(["train", str(tmp_path / "bad.yaml")]) == 2
+    assert "output_stride=3" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "bad.yaml"), "--set", "nokey=1"]) == 2
+    assert "unknown key" in capsys.readouterr().err
