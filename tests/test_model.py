@@ -199,3 +199,16 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"x": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(WeightsError, match="cannot read weights"):
         build_model(HFGDConfig(**SMALL, backbone_weights=str(tmp_path / "evil.pth")))
+
+
+def test_pretrained_by_name_goes_through_timm(tmp_path):
+    # pretrained=True is timm's own loading path; offline, timm's pretrained_cfg_overlay
+    # points it at a local file instead of the hub, so the real path is exercised here.
+    import timm
+    full = timm.create_model("resnet18")
+    torch.save(full.state_dict(), tmp_path / "r18.pth")
+    model = build_model(HFGDConfig(**{**SMALL, "backbone": "resnet18"}, pretrained=True,
+                                   backbone_kwargs={"pretrained_cfg_overlay":
+                                                    {"file": str(tmp_path / "r18.pth")}}))
+    torch.testing.assert_close(model.backbone.body.layer3[0].conv1.weight,
+                               full.layer3[0].conv1.weight)
