@@ -8,12 +8,13 @@ pixel cap, so memory stays bounded. Every change is reported as a note.
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 MIN_SIDE = 8                   # smaller images carry nothing a stride-32 model can use
 MAX_PIXELS = 450_000_000       # hard cap on decoded pixels (20000 x 20000 fits)
@@ -31,6 +32,15 @@ class LoadedImage:
     notes: list = field(default_factory=list)
 
 
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def _too_many_pixels(name: str, w, h) -> ImageError:
+    size = f"{w}x{h} pixels" if w else "its pixel count"
+    return ImageError(f"{name}: {size} is more than this tool decodes "
+                      f"({MAX_PIXELS // 1_000_000} MP); downscale it first")
+
+
 def _open(source, name: str) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
@@ -42,18 +52,26 @@ def _open(source, name: str) -> Image.Image:
     elif isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
     try:
-        with warnings.catch_warnings():
+        # PIL's own bomb check (a warning above 89 MP, an error above 179 MP) would refuse
+        # images below our cap with a confusing message: raise its limit to ours while
+        # opening (only the header is read here) and check the size ourselves.
+        with _PIL_LIMIT_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(source)
-            w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise ImageError(f"{name}: {w}x{h} pixels is more than this tool decodes "
-                                 f"({MAX_PIXELS // 1_000_000} MP); downscale it first")
-            return img
+            previous = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+            try:
+                img = Image.open(source)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
+        w, h = img.size
+        if w * h > MAX_PIXELS:
+            raise _too_many_pixels(name, w, h)
+        return img
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise _too_many_pixels(name, None, None) from None
+    except UnidentifiedImageError as e:
         raise ImageError(f"{name}: not a readable image ({type(e).__name__})") from None
     except OSError as e:
         raise ImageError(f"{name}: cannot open image: {e}") from None
@@ -64,7 +82,9 @@ def _to_rgb(img: Image.Image, notes: list) -> np.ndarray:
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img).astype(np.float64)
         if mode == "F":
-            lo, hi = np.nanmin(arr), np.nanmax(arr)
+            finite = arr[np.isfinite(arr)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+            arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
             arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
             notes.append("float image rescaled to 0-255")
         else:
@@ -97,12 +117,9 @@ def read_image(source, max_side: int | None = DEFAULT_MAX_SIDE, name: str | None
     notes = []
     original = img.size
     try:
+        orientation = img.getexif().get(0x0112, 1)
         if max_side and max(original) > max_side and img.format == "JPEG":
             img.draft("RGB", (max_side, max_side))  # decode at 1/2..1/8 scale: bounded memory
-        orientation = img.getexif().get(0x0112, 1)
-        img = ImageOps.exif_transpose(img)
-        if orientation not in (1, None):
-            notes.append(f"rotated according to its EXIF orientation ({orientation})")
         img.load()
     except ImageError:
         raise
@@ -113,13 +130,47 @@ def read_image(source, max_side: int | None = DEFAULT_MAX_SIDE, name: str | None
     if min(w, h) < MIN_SIDE:
         raise ImageError(f"{name}: {w}x{h} pixels is too small; at least {MIN_SIDE}x{MIN_SIDE} "
                          "is needed")
-    if max_side and max(w, h) > max_side:
-        img = img.copy()
-        img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
-        notes.append(f"downscaled from {original[0]}x{original[1]} to "
-                     f"{img.size[0]}x{img.size[1]} (longest side {max_side})")
-    arr = _to_rgb(img, notes)
+    try:
+        if max_side and max(w, h) > max_side:
+            # a new, small image: the full-size decode (PNG, TIFF, ...) is freed right
+            # after, and nothing at full size is ever copied
+            img = _downscale(img, max_side)
+            notes.append(f"downscaled from {original[0]}x{original[1]} to "
+                         f"{img.size[0]}x{img.size[1]} (longest side {max_side})")
+            if min(img.size) < MIN_SIDE:
+                raise ImageError(f"{name}: {original[0]}x{original[1]} pixels is too thin: "
+                                 f"downscaled to {img.size[0]}x{img.size[1]} it is less than "
+                                 f"{MIN_SIDE} pixels across")
+        method = _EXIF_TRANSPOSE.get(orientation)
+        if method is not None:  # after downscaling: rotating is cheap at the small size
+            img = img.transpose(method)
+            notes.append(f"rotated according to its EXIF orientation ({orientation})")
+        arr = _to_rgb(img, notes)
+    except ImageError:
+        raise
+    except (ValueError, OSError) as e:  # a mode PIL cannot resize or convert (LAB, HSV, ...)
+        raise ImageError(f"{name}: cannot convert a {img.mode} image to RGB "
+                         f"({type(e).__name__}: {e})") from None
     return LoadedImage(np.ascontiguousarray(arr, dtype=np.uint8), original, notes)
+
+
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _downscale(img: Image.Image, max_side: int) -> Image.Image:
+    """A new image whose longest side is ``max_side`` (aspect kept, never below 1 px)."""
+    w, h = img.size
+    s = max_side / max(w, h)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    try:
+        return img.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    except ValueError:  # PIL's reduce() refuses some modes (e.g. I;16) at large factors
+        return img.resize(size, Image.Resampling.BILINEAR)
 
 
 def _from_array(arr: np.ndarray, max_side, name) -> LoadedImage:
