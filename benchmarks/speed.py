@@ -266,13 +266,14 @@ def environment(args) -> dict:
             "cpu": cpu, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__,
             "timm": timm.__version__, "smp": smp_version,
-            "command": " ".join([Path(sys.argv[0]).name if sys.argv else "speed.py",
-                                 *sys.argv[1:]])}
+            "command": " ".join(["benchmarks/speed.py", *args.argv])}
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    class Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=Fmt)
     p.add_argument("--backbone", default="convnext_atto", help="timm model name (all models)")
     p.add_argument("--size", type=int, default=512, help="square input size in pixels")
     p.add_argument("--repeats", type=int, default=20, help="timed rounds (median reported)")
@@ -292,6 +293,7 @@ def parse_args(argv=None):
     p.add_argument("--json", metavar="OUT", help="write all timings and counts as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.repeats < 1 or args.threads < 1 or args.size < 32 or args.warmup < 0:
         p.error("need --repeats >= 1, --threads >= 1, --warmup >= 0, --size >= 32")
     return args
