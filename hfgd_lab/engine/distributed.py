@@ -38,12 +38,6 @@ def init_distributed(device_kind: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local)
 
 
-def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    if info.enabled:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

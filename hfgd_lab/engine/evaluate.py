@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..metrics import SegMetrics
-from .distributed import DistInfo, all_reduce_sum
+from .distributed import DistInfo
 from .inference import InferenceOptions, predict_probs
 
 
@@ -39,9 +38,7 @@ def evaluate(model, dataset, opts: InferenceOptions | None = None, device="cpu",
             probs = predict_probs(net, image, opts)
         metrics.update(probs.argmax(1).cpu(), sample["mask"].unsqueeze(0))
     if info.enabled:
-        conf = torch.as_tensor(np.asarray(metrics.confusion), dtype=torch.float64)
-        conf = all_reduce_sum(conf.to(device), info).cpu()
-        metrics.confusion = conf.numpy().astype(np.int64)
+        metrics.all_reduce()
     model.train(was_training)
     result = metrics.compute()
     result["num_images"] = n
