@@ -16,6 +16,7 @@ COMMANDS = {
     "pretrain": ("hfgd_lab.commands.pretrain", "pretrain a backbone on the built-in scenes"),
     "profile": ("hfgd_lab.commands.profile", "parameters and GFLOPs of a model config"),
     "make-scenes": ("hfgd_lab.commands.make_scenes", "write procedural scenes to disk"),
+    "app": ("hfgd_lab.commands.app", "serve the Gradio app: upload an image and see inside HFGD"),
 }
 
 

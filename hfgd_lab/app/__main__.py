@@ -1,0 +1,6 @@
+"""``python -m hfgd_lab.app [--port N ...]``: serve the app (same as ``hfgd-lab app``)."""
+import sys
+
+from . import main
+
+sys.exit(main())
