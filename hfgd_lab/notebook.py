@@ -316,9 +316,17 @@ class Panel:
             c.value = old
         return self.calls - before
 
-    def _ipython_display_(self):
-        from IPython.display import display
-        display(self.widget)
+    def _repr_mimebundle_(self, **kwargs):
+        """The widget, with a plain-text stand-in that says what it is (what GitHub and
+        other viewers without a live kernel print instead of the panel)."""
+        data = self.widget._repr_mimebundle_(**kwargs)
+        if isinstance(data, tuple):
+            data = data[0]
+        data = dict(data or {})
+        names = ", ".join(getattr(c, "description", "") or k for k, c in self.controls.items())
+        data["text/plain"] = (f"[live panel{': ' + self.title if self.title else ''} "
+                              f"({names}); run the notebook in JupyterLab to use it]")
+        return data
 
 
 def explore(view: Callable, controls: dict, title: Optional[str] = None,
@@ -329,7 +337,7 @@ def explore(view: Callable, controls: dict, title: Optional[str] = None,
     panel = Panel(view, controls, title)
     if static:
         show(*panel.render(**panel.values()))
-    display(panel.widget)
+    display(panel)
     PANELS.append(panel)
     return panel
 
