@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import types
 from functools import wraps
 
 import gradio as gr
@@ -41,29 +42,34 @@ F_high. Upload, paste or drop an image, or pick an example; each tab shows one p
 the model from the same forward pass."""
 
 
-class ImageInput(gr.Image):
-    """``gr.Image`` that hands the handler the uploaded file untouched.
+def _raw_file(self, payload):
+    """Preprocessing of the input image: the uploaded file's path, untouched.
 
     Gradio's own preprocessing opens the file with PIL (failing with PIL's errors on
     non-images, and refusing images above PIL's bomb limit); here the path goes to
     :func:`hfgd_lab.imageio.read_image`, which refuses bad files with a clear message,
     keeps memory bounded for huge ones and applies EXIF rotation.
     """
+    if payload is None:
+        return None
+    url = getattr(payload, "url", None)
+    if url and url.startswith("data:"):
+        try:
+            return base64.b64decode(url.split(",", 1)[1])
+        except (IndexError, ValueError):
+            raise gr.Error("the pasted image is not valid base64 data") from None
+    if payload.path is None:
+        return None
+    return str(payload.path)
 
-    is_template = True  # rendered by the frontend's Image component
 
-    def preprocess(self, payload):
-        if payload is None:
-            return None
-        url = getattr(payload, "url", None)
-        if url and url.startswith("data:"):
-            try:
-                return base64.b64decode(url.split(",", 1)[1])
-            except (IndexError, ValueError):
-                raise gr.Error("the pasted image is not valid base64 data") from None
-        if payload.path is None:
-            return None
-        return str(payload.path)
+def ImageInput(**kwargs) -> gr.Image:
+    """A ``gr.Image`` whose handler receives the uploaded file untouched (see
+    :func:`_raw_file`). An instance override rather than a subclass: Gradio writes a
+    ``.pyi`` stub next to the module of every Component subclass."""
+    image = gr.Image(**kwargs)
+    image.preprocess = types.MethodType(_raw_file, image)
+    return image
 
 
 def _guard(fn):
