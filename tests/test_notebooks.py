@@ -52,8 +52,10 @@ def write_fake_results(folder: Path, with_runs: bool = True) -> Path:
     """A stand-in of docs/results/sg_*.json ({"meta", "summary"}, plus "runs")."""
     runs = [fake_run(v, s, 60 + s + {"semantic_fpn": 0, "hfgd_nosg": 1, "hfgd_sg": 2}[v])
             for v in ("semantic_fpn", "hfgd_nosg", "hfgd_sg") for s in (0, 1, 2)]
+    from hfgd_lab.engine import ExperimentConfig
+    config = ExperimentConfig.from_yaml(ROOT / "configs" / "zoo" / "finetune.yaml").to_dict()
     data = {"meta": {"title": "fake regime (test)", "date": "2026-01-01", "machine": "test",
-                     "wall_minutes": 1.0, "command": "none"},
+                     "wall_minutes": 1.0, "command": "none", "config": config},
             "summary": json.loads(json.dumps(summarize(runs)))}  # tuples -> lists, as on disk
     if with_runs:
         data["runs"] = runs
@@ -125,6 +127,7 @@ def test_notebook_runs_in_fast_mode(name, tmp_path, stand_ins):
     if name == "03_stop_gradient_effect.ipynb":
         assert "checked: with sg, loss_up sends exactly 0 into" in out
         assert "fake regime (test)" in out  # the stored results were read and tabulated
+        assert "200 labelled scenes of 192 px" in out
         assert "| HFGD sg |" in out
 
 
