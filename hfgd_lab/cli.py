@@ -14,6 +14,7 @@ COMMANDS = {
     "eval": ("hfgd_lab.commands.evaluate", "evaluate a checkpoint: mIoU, mAcc, aAcc, per class"),
     "predict": ("hfgd_lab.commands.predict", "segment images: colour masks and overlays"),
     "pretrain": ("hfgd_lab.commands.pretrain", "pretrain a backbone on the built-in scenes"),
+    "bench": ("hfgd_lab.commands.bench", "model latency, params and GFLOPs vs smp FPN/UPerNet"),
     "profile": ("hfgd_lab.commands.profile", "parameters and GFLOPs of a model config"),
     "make-scenes": ("hfgd_lab.commands.make_scenes", "write procedural scenes to disk"),
     "app": ("hfgd_lab.commands.app", "serve the Gradio app: upload an image and see inside HFGD"),

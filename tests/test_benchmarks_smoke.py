@@ -1,24 +1,22 @@
-"""benchmarks/speed.py runs end to end on a tiny input (a smoke test, not a timing)."""
-import importlib.util
+"""The speed benchmark (hfgd-lab bench, benchmarks/speed.py) runs end to end on a tiny
+input (a smoke test, not a timing)."""
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from hfgd_lab import bench
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_speed():
-    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "benchmarks" / "speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up here
-    spec.loader.exec_module(mod)
-    return mod
+    return bench
 
 
 def test_speed_smoke(tmp_path, capsys):
-    pytest.importorskip("segmentation_models_pytorch")
     speed = load_speed()
     out = tmp_path / "speed.json"
     res = speed.main(["--size", "64", "--repeats", "1", "--warmup", "0", "--threads", "1",
@@ -40,9 +38,18 @@ def test_speed_smoke(tmp_path, capsys):
 
 
 def test_speed_subset_markdown(capsys):
-    pytest.importorskip("segmentation_models_pytorch")
     speed = load_speed()
     speed.main(["--size", "64", "--repeats", "1", "--warmup", "0", "--models", "hfgd_os4",
                 "--variants", "native", "--markdown", "--quiet"])
     text = capsys.readouterr().out
     assert "| HFGD OS4 | 1/4 |" in text
+
+
+def test_bench_command_and_script_wrapper(capsys):
+    from hfgd_lab.cli import main
+    assert main(["bench", "--size", "64", "--repeats", "1", "--warmup", "0", "--models",
+                 "hfgd_os8", "--variants", "native", "--quiet"]) == 0
+    assert "HFGD OS8" in capsys.readouterr().out
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "--num-classes" in out

@@ -1,0 +1,12 @@
+"""``hfgd-lab bench``: HFGD (OS8/4/2) and SemanticFPN vs smp FPN / UPerNet, side by side."""
+from __future__ import annotations
+
+
+def add_arguments(p):
+    from ..bench import add_arguments as add
+    add(p)
+
+
+def run(args):
+    from ..bench import check_args, run_benchmark
+    run_benchmark(check_args(args, None))
