@@ -43,6 +43,7 @@ class HFGDConfig:
         output_stride: 8, 4 or 2 (2 adds a light stride-2 stem on the image).
         decoder_channels: width of the SemanticFPN head blocks (smp uses 128).
         stem_channels: width of the OS2 stem.
+        refine_channels: width of the OS2 half-resolution refinement.
         classifier: ``"dot"`` or ``"cosine"`` (cosine has a learned temperature).
         dropout: dropout on F_up before classification.
         stop_gradient: master switch for all stop-gradient points.
@@ -70,6 +71,7 @@ class HFGDConfig:
     output_stride: int = 4
     decoder_channels: int = 128
     stem_channels: int = 32
+    refine_channels: int = 64
     classifier: str = "dot"
     dropout: float = 0.1
     stop_gradient: bool = True
@@ -147,7 +149,7 @@ class HFGDConfig:
             fail("hfg_input", f"must be one of {HFG_INPUTS}")
         if self.classifier not in CLASSIFIERS:
             fail("classifier", f"must be one of {CLASSIFIERS}")
-        for name in ("decoder_channels", "stem_channels", "pad_multiple"):
+        for name in ("decoder_channels", "stem_channels", "refine_channels", "pad_multiple"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 fail(name, "must be a positive integer")

@@ -212,3 +212,15 @@ def test_pretrained_by_name_goes_through_timm(tmp_path):
                                                     {"file": str(tmp_path / "r18.pth")}}))
     torch.testing.assert_close(model.backbone.body.layer3[0].conv1.weight,
                                full.layer3[0].conv1.weight)
+
+
+@pytest.mark.parametrize("output_stride", [4, 2])
+def test_folded_projection_gives_the_same_logits(output_stride):
+    model = build_model(HFGDConfig(**SMALL, output_stride=output_stride)).eval()
+    x = torch.randn(1, 3, 70, 90)
+    full = model(x)
+    folded = model(x, return_feat_up=False)
+    assert folded.feat_up is None
+    torch.testing.assert_close(folded.logits, full.logits, atol=1e-5, rtol=1e-4)
+    cos = build_model(HFGDConfig(**SMALL, classifier="cosine")).eval()
+    assert cos(x, return_feat_up=False).feat_up is not None  # cosine cannot be folded

@@ -34,7 +34,7 @@ class HFGDOutput:
     logits: torch.Tensor                       # (B, K, H/os, W/os) the model's answer
     logits_high: Optional[torch.Tensor]        # (B, K, H/32, W/32) HFG branch
     feat_high: Optional[torch.Tensor]          # (B, D, H/32, W/32) F_high
-    feat_up: torch.Tensor                      # (B, D, H/os, W/os) F_up
+    feat_up: Optional[torch.Tensor]            # (B, D, H/os, W/os) F_up (None if folded)
     attentions: Optional[list] = None          # [(B, heads, N, N)] per CAE layer
     features: Optional[list] = None            # backbone [C2, C3, C4, C5] (padded)
     input_size: tuple = (0, 0)                 # (H, W) of the unpadded input
@@ -84,7 +84,7 @@ class HFGD(nn.Module):
             self.cae = None
         self.upsampler = PyramidUpsampler(ch, d, cfg.decoder_channels, cfg.output_stride,
                                           guided=self.is_hfgd, stem_channels=cfg.stem_channels,
-                                          dropout=cfg.dropout)
+                                          dropout=cfg.dropout, refine_channels=cfg.refine_channels)
         self.class_tokens = nn.Parameter(torch.randn(cfg.num_classes, d) * 0.02)
         self.logit_scale = (nn.Parameter(torch.tensor(math.log(10.0)))
                             if cfg.classifier == "cosine" else None)
@@ -101,7 +101,14 @@ class HFGD(nn.Module):
         return F.pad(images, (0, pw, 0, ph)) if ph or pw else images
 
     def forward(self, images: torch.Tensor, return_attention: bool = False,
-                return_features: bool = False) -> HFGDOutput:
+                return_features: bool = False, return_feat_up: bool = True) -> HFGDOutput:
+        """One pass through both branches.
+
+        ``return_feat_up=False`` (dot classifier only) folds the upsampler's final 1x1
+        projection into the classifier, ``<Wx + b, E> = <x, W^T E> + <b, E>``: the same
+        logits without materialising the D-wide F_up at output stride (``feat_up`` is
+        then None); ``predict`` uses it.
+        """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         cfg = self.cfg
@@ -130,12 +137,19 @@ class HFGD(nn.Module):
         guide = None
         if feat_high is not None:
             guide = feat_high.detach() if cfg.sg_high_on else feat_high
-        feat_up = self.upsampler(up_in, guide, image=x)
         tokens, scale = self.class_tokens, self.logit_scale
         if cfg.sg_tokens_on:
             tokens = tokens.detach()
             scale = scale.detach() if scale is not None else None
-        logits = classify(feat_up, tokens, cfg.classifier, scale)
+        if return_feat_up or cfg.classifier != "dot":
+            feat_up = self.upsampler(up_in, guide, image=x)
+            logits = classify(feat_up, tokens, cfg.classifier, scale)
+        else:
+            proj = self.upsampler.proj
+            weight = tokens @ proj.weight.flatten(1)              # (K, C)
+            logits = F.conv2d(self.upsampler.decode(up_in, guide, image=x),
+                              weight[:, :, None, None], tokens @ proj.bias)
+            feat_up = None
 
         os_, hh, ww = cfg.output_stride, math.ceil(h / 32), math.ceil(w / 32)
         crop_up = (..., slice(0, math.ceil(h / os_)), slice(0, math.ceil(w / os_)))
@@ -144,7 +158,7 @@ class HFGD(nn.Module):
             logits=logits[crop_up],
             logits_high=logits_high[crop_hi] if logits_high is not None else None,
             feat_high=feat_high[crop_hi] if feat_high is not None else None,
-            feat_up=feat_up[crop_up],
+            feat_up=feat_up[crop_up] if feat_up is not None else None,
             attentions=attentions if return_attention else None,
             features=feats if return_features else None,
             input_size=(h, w), output_stride=os_,
@@ -179,7 +193,7 @@ class HFGD(nn.Module):
     @torch.no_grad()
     def predict(self, images: torch.Tensor, branch: str = "up") -> torch.Tensor:
         """Full-resolution logits (B, K, H, W) from the upsampler (or ``branch="high"``)."""
-        out = self(images)
+        out = self(images, return_feat_up=False)
         if branch == "high":
             if out.logits_high is None:
                 raise ValueError("this model has no HFG branch (arch='semantic_fpn')")

@@ -55,11 +55,13 @@ class PyramidUpsampler(nn.Module):
         output_stride: 8, 4 or 2.
         guided: add F_high (width ``dim``) to the top of the pyramid.
         stem_channels: width of the image stem used at output stride 2.
+        refine_channels: width of the half-resolution refinement at output stride 2.
         dropout: dropout on the summed map before the projection.
     """
 
     def __init__(self, in_channels, dim: int, head_channels: int = 128, output_stride: int = 4,
-                 guided: bool = True, stem_channels: int = 32, dropout: float = 0.0):
+                 guided: bool = True, stem_channels: int = 32, dropout: float = 0.0,
+                 refine_channels: int = 64):
         super().__init__()
         self.output_stride = output_stride
         # pyramid levels used: stride 4..32 for OS4/OS2, 8..32 for OS8
@@ -71,17 +73,30 @@ class PyramidUpsampler(nn.Module):
         strides = [4, 8, 16, 32]
         self.heads = nn.ModuleList(
             LevelHead(dim, head_channels, (strides[i] // base).bit_length() - 1) for i in used)
+        out_channels = head_channels
         if output_stride == 2:
+            # Half resolution is 4x the pixels of stride 4: narrow the map before it
+            # (1x1) and refine there with the stem's edges; a full-width 3x3 at 1/2 would
+            # cost more than the whole rest of the decoder.
+            out_channels = refine_channels
             self.stem = nn.Sequential(conv_gn_relu(3, stem_channels, stride=2),
                                       conv_gn_relu(stem_channels, stem_channels))
-            self.refine = conv_gn_relu(head_channels + stem_channels, head_channels)
+            self.narrow = nn.Conv2d(head_channels, refine_channels, 1)
+            self.refine = conv_gn_relu(refine_channels + stem_channels, refine_channels)
         else:
             self.stem = None
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
-        self.proj = nn.Conv2d(head_channels, dim, 1)
+        self.proj = nn.Conv2d(out_channels, dim, 1)
 
     def forward(self, feats, feat_high: torch.Tensor | None = None,
                 image: torch.Tensor | None = None) -> torch.Tensor:
+        """F_up (B, dim, H/os, W/os)."""
+        return self.proj(self.decode(feats, feat_high, image))
+
+    def decode(self, feats, feat_high: torch.Tensor | None = None,
+               image: torch.Tensor | None = None) -> torch.Tensor:
+        """Everything before the final 1x1 projection (dropout included), so that the
+        projection can be folded into a linear classifier at inference."""
         feats = feats[self.first_level:]
         lat = [conv(f) for conv, f in zip(self.laterals, feats)]
         if self.guide is not None and feat_high is not None:
@@ -98,6 +113,7 @@ class PyramidUpsampler(nn.Module):
             if image is None:
                 raise ValueError("output stride 2 needs the image for its stem")
             s = self.stem(image)
-            out = F.interpolate(out, size=s.shape[-2:], mode="bilinear", align_corners=False)
+            out = F.interpolate(self.narrow(out), size=s.shape[-2:], mode="bilinear",
+                                align_corners=False)
             out = self.refine(torch.cat([out, s], 1))
-        return self.proj(self.dropout(out))
+        return self.dropout(out)
