@@ -44,7 +44,8 @@ __all__ = ["FAST_ENV", "THREADS_ENV", "RESULTS_ENV", "fast_mode", "pick", "setup
            "Sample", "scene_samples", "validation_scenes", "photo_samples", "AnalysisCache",
            "Panel", "explore", "exercise_panels", "PANELS", "class_areas",
            "plot_class_areas", "plot_prediction_grid", "describe_card", "make_stand_in_zoo",
-           "execute_notebook", "execute_all", "NOTEBOOKS", "describe_sg_summary"]
+           "execute_notebook", "execute_all", "NOTEBOOKS", "describe_sg_summary",
+           "stored_sg_results"]
 
 FAST_ENV = "HFGD_LAB_FAST"
 THREADS_ENV = "HFGD_LAB_THREADS"
@@ -646,3 +647,50 @@ def describe_sg_summary(summary: dict) -> str:
                 txt += "No stage differs by more than 0.005."
             out.append(txt)
     return "\n".join(out)
+
+
+def stored_sg_results(folder=None) -> list[dict]:
+    """The stored stop-gradient results, one dict per regime: ``source`` (file), ``title``,
+    ``regime`` (settings in words), ``summary`` (as ``summarize`` returns it), ``runs``
+    (per-run results, or None) and ``figure`` (the saved summary PNG, or None).
+
+    Reads ``results_dir()/sg_*.json`` (``{"meta", "summary"[, "runs"]}``); with none there,
+    falls back to the summary the default bundled model's card carries."""
+    folder = Path(folder) if folder else results_dir()
+    out = []
+    for f in sorted(folder.glob("sg_*.json")):
+        data = json.loads(f.read_text())
+        meta = data.get("meta", {})
+        cfg = meta.get("config") or {}
+        d, t = cfg.get("data", {}), cfg.get("train", {})
+        seeds = sorted({s for row in data["summary"].get("variants", {}).values()
+                        for s in row.get("seeds", [])})
+        kw = d.get("kwargs", {})
+        regime = (f"{kw.get('num', '?')} labelled scenes of {kw.get('size', '?')} px, "
+                  f"{t.get('iters', '?')} iterations of batch {d.get('batch_size', '?')}, "
+                  f"backbone lr × {t.get('backbone_lr_mult', '?')}, seeds {seeds}; "
+                  f"{meta.get('date', '?')}, {meta.get('machine', '?')}, "
+                  f"{float(meta.get('wall_minutes', float('nan'))):.0f} min of wall time")
+        fig = f.parent.parent / "figures" / f"{f.stem}_summary.png"
+        out.append({"source": str(f), "title": meta.get("title", f.stem), "regime": regime,
+                    "summary": data["summary"], "runs": data.get("runs"),
+                    "figure": fig if fig.is_file() else None})
+    if out:
+        return out
+    try:
+        from .zoo import DEFAULT_MODEL, list_pretrained, pretrained_card
+        card = pretrained_card(DEFAULT_MODEL) if DEFAULT_MODEL in list_pretrained() else {}
+    except Exception:
+        card = {}
+    exp = card.get("sg_experiment")
+    if exp:
+        n = int(exp.get("seeds", 0))
+        variants = {v: {"seeds": list(range(n)),
+                        **{k: (x["mean"], x["std"]) for k, x in row.items()}}
+                    for v, row in exp.get("variants", {}).items()}
+        out.append({"source": f"card of {DEFAULT_MODEL}", "title": exp.get("title", "sg"),
+                    "regime": f"{n} seeds (from the bundled model's card; paired differences "
+                              "are in docs/results)",
+                    "summary": {"variants": variants, "paired": {}}, "runs": None,
+                    "figure": None})
+    return out

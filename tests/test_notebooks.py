@@ -262,3 +262,32 @@ def test_execute_script_selects_notebooks():
         sys.path.remove(str(NOTEBOOKS))
     with pytest.raises(SystemExit):
         execute.main(["99_nothing"])
+
+
+def test_stored_sg_results_from_files_and_from_the_card(tmp_path, monkeypatch):
+    from hfgd_lab import zoo
+    write_fake_results(tmp_path / "docs" / "results", with_runs=False)
+    (tmp_path / "docs" / "figures").mkdir()
+    (tmp_path / "docs" / "figures" / "sg_fake_summary.png").write_bytes(b"\x89PNG")
+    monkeypatch.setenv(nb.RESULTS_ENV, str(tmp_path / "docs" / "results"))
+    [r] = nb.stored_sg_results()
+    assert r["title"] == "fake regime (test)" and r["runs"] is None
+    assert r["figure"].name == "sg_fake_summary.png"
+    assert r["regime"].startswith("200 labelled scenes of 192 px, 400 iterations of batch 8")
+    # no files: the default model's card carries the summary (mean/std per variant)
+    folder = nb.make_stand_in_zoo(tmp_path / "w")
+    card_path = folder / "hfgd_scenes_sg.json"
+    card = json.loads(card_path.read_text())
+    runs = [fake_run(v, s, 60.0 + s) for v in ("hfgd_nosg", "hfgd_sg") for s in (0, 1)]
+    card["sg_experiment"] = {"title": "from card", "seeds": 2, "variants": {
+        v: {k: {"mean": row[k][0], "std": row[k][1]} for k in row if k != "seeds"}
+        for v, row in summarize(runs)["variants"].items()}}
+    card_path.write_text(json.dumps(card))
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", folder)
+    monkeypatch.setenv(nb.RESULTS_ENV, str(tmp_path / "empty"))
+    [r] = nb.stored_sg_results()
+    assert r["title"] == "from card" and "card of hfgd_scenes_sg" in r["source"]
+    assert "| HFGD sg |" in markdown_table(r["summary"])
+    assert "mean over 2 seeds" in nb.describe_sg_summary(r["summary"])
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path / "nothing")
+    assert nb.stored_sg_results() == []
