@@ -50,7 +50,8 @@ def photo_sources() -> list[tuple[str, Path, str]]:
         import matplotlib
         f = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
         if f.is_file():
-            out.append(("photo: grace_hopper", f, "matplotlib sample data (Grace Hopper, public domain)"))
+            out.append(("photo: grace_hopper", f,
+                        "matplotlib sample data (Grace Hopper, public domain)"))
     except ImportError:
         pass
     return out

@@ -208,11 +208,13 @@ class App:
             raise AppError(str(e)) from None
         except MemoryError:
             raise AppError(f"{name}: not enough memory to decode this image") from None
+        W, H = loaded.original_size
+        if W * H > 50_000_000:  # a huge decode was just freed: hand its pages back
+            _release_memory()
         arr = loaded.array
         if not arr.flags.writeable:  # PIL-backed; torch wants writable memory
             arr = arr.copy()
         h, w = arr.shape[:2]
-        W, H = loaded.original_size
         # EXIF rotation by 90 degrees swaps the stored size
         upright = (W, H) if abs(w / h - W / H) <= abs(w / h - H / W) else (H, W)
         example = self.examples.get(digest)
@@ -342,9 +344,9 @@ class App:
                 v = float(iou[c])
                 row.append(round(v, 1) if np.isfinite(v) else None)
             rows.append(row)
+        source = "the augmented views" if a.pred_source == "probs" else "one forward pass"
         parts = [f"{a.input_size[1]}×{a.input_size[0]} px, {escape(options.describe())}; "
-                 f"prediction from {'the augmented views' if a.pred_source == 'probs' else 'one forward pass'}"
-                 f" ({an.seconds:.2f} s, then cached)."]
+                 f"prediction from {source} ({an.seconds:.2f} s, then cached)."]
         if a.target is not None:
             parts.append(f"Against this scene's ground truth: pixel accuracy "
                          f"**{scores['aAcc']:.1f}%**, mIoU **{scores['mIoU']:.1f}**.")
@@ -466,28 +468,27 @@ class App:
         maps = a.attention(xa, ya)
         r, c = maps.query_token
         marked = mark_point(render.outline_cell(a.image, r, c, HIGH_STRIDE), xa, ya)
-        small = render.resize_rgb(a.image, tile)
+        gh, gw = maps.grid.shape[-2:]
+        small = an.derive(("small", tile), lambda: render.resize_rgb(a.image, tile))
         th, tw = small.shape[:2]
-        rows_i = np.minimum(((np.arange(th) + 0.5) * h / th).astype(int), h - 1)
-        cols_i = np.minimum(((np.arange(tw) + 0.5) * w / tw).astype(int), w - 1)
+        tiles_rgb = render.cells_overlay(
+            small, np.concatenate([maps.grid, maps.grid.mean(1, keepdims=True)], 1),
+            render.pixel_rows(th, h, HIGH_STRIDE, gh), render.pixel_rows(tw, w, HIGH_STRIDE, gw))
         sx, sy = xa * tw / w, ya * th / h
-
-        def tile_of(m, label):
-            v = m[rows_i][:, cols_i]
-            return render.caption(mark_point(heatmap_overlay(small, v, "inferno", alpha=0.7),
-                                             sx, sy, radius=3), label)
-
-        tiles = [[tile_of(maps.per_head[l, hd], f"layer {l + 1}, head {hd + 1}")
-                  for hd in range(maps.num_heads)]
-                 + [tile_of(maps.head_mean[l], f"layer {l + 1}, head mean")]
+        tiles = [[render.caption(mark_point(tiles_rgb[l, hd], sx, sy, radius=3),
+                                 f"layer {l + 1}, head {hd + 1}" if hd < maps.num_heads
+                                 else f"layer {l + 1}, head mean")
+                  for hd in range(maps.num_heads + 1)]
                  for l in range(maps.num_layers)]
-        roll = mark_point(heatmap_overlay(a.image, maps.rollout, "inferno", alpha=0.7), xa, ya)
-        gh, gw = a.grid_size_high
+        roll = mark_point(render.cells_overlay(
+            a.image, maps.grid_rollout, render.pixel_rows(h, h, HIGH_STRIDE, gh),
+            render.pixel_rows(w, w, HIGH_STRIDE, gw)), xa, ya)
         pad = float(maps.padding_mass.mean())
-        text = (f"Query pixel ({xa:.0f}, {ya:.0f}) of the analysed {w}×{h} image is in CAE "
+        text = (f"Query pixel ({int(xa)}, {int(ya)}) of the analysed {w}×{h} image is in CAE "
                 f"token (row {r}, column {c}) of the {gh}×{gw} stride-32 grid (outlined). "
                 f"Each panel is one attention row over all tokens, drawn over the image and "
-                f"scaled to its own maximum (brighter: attended more); the rollout multiplies "
+                f"scaled from its own minimum to its maximum (brighter: attended more); the "
+                f"rollout multiplies "
                 f"the head-averaged layers with the residual path. "
                 f"{100 * pad:.1f}% of the attention (mean over heads) went to padding tokens, "
                 f"which are not drawn.")
@@ -549,6 +550,18 @@ class App:
         if name.isdigit() and int(name) < e.num_classes:
             return int(name)
         raise AppError(f"unknown class {name!r}; this model's classes: {', '.join(e.classes)}")
+
+
+def _release_memory() -> None:
+    """Return freed heap pages to the OS (glibc keeps large freed blocks otherwise, so a
+    server's RSS would stay at its peak after one huge image)."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _trained_on_line(e: ModelEntry) -> str:

@@ -5,6 +5,7 @@ one encoded image per panel is much faster than a matplotlib figure per click.
 from __future__ import annotations
 
 import html
+from functools import lru_cache
 from typing import Optional, Sequence
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image, ImageDraw
 from ..viz import heatmap_rgb, to_uint8
 
 __all__ = ["resize_rgb", "caption", "grid", "colorbar", "outline_cell", "legend_html",
-           "escape"]
+           "escape", "cells_overlay", "pixel_rows"]
 
 
 def escape(text) -> str:
@@ -32,13 +33,56 @@ def resize_rgb(rgb: np.ndarray, max_side: int, nearest: bool = False) -> np.ndar
     return np.asarray(Image.fromarray(to_uint8(rgb)).resize(size, resample))
 
 
-def caption(rgb: np.ndarray, text: str, height: int = 16) -> np.ndarray:
-    """The image with a white strip and ``text`` above it."""
-    rgb = to_uint8(rgb)
-    h, w = rgb.shape[:2]
-    strip = Image.new("RGB", (w, height), (255, 255, 255))
+@lru_cache(maxsize=256)
+def _strip(width: int, text: str, height: int) -> np.ndarray:
+    strip = Image.new("RGB", (width, height), (255, 255, 255))
     ImageDraw.Draw(strip).text((3, 2), text, fill=(0, 0, 0))
-    return np.concatenate([np.asarray(strip), rgb], 0)
+    return np.asarray(strip)
+
+
+def caption(rgb: np.ndarray, text: str, height: int = 16) -> np.ndarray:
+    """The image with a white strip and ``text`` above it (strips are cached: drawing
+    text is the slowest part of a small tile)."""
+    rgb = to_uint8(rgb)
+    return np.concatenate([_strip(rgb.shape[1], text, height), rgb], 0)
+
+
+@lru_cache(maxsize=16)
+def _lut(cmap: str) -> np.ndarray:
+    import matplotlib
+    return to_uint8(matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3])
+
+
+def pixel_rows(n_out: int, n_in: int, stride: int, n_cells: int) -> np.ndarray:
+    """For each of ``n_out`` display pixels along one axis of an ``n_in``-pixel image,
+    the stride-``stride`` cell it lies in (sampling at pixel centres)."""
+    src = np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(int), n_in - 1)
+    return np.minimum(src // stride, n_cells - 1)
+
+
+def cells_overlay(image: np.ndarray, cells: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                  cmap: str = "inferno", alpha: float = 0.7) -> np.ndarray:
+    """Heatmaps of cell grids blended over an image, each scaled to its own min..max.
+
+    Args:
+        image: (h, w, 3) uint8, the (display-size) image.
+        cells: (..., gh, gw) values, one per grid cell (e.g. attention per token).
+        rows, cols: (h,) and (w,) cell index of every display row / column
+            (:func:`pixel_rows`).
+
+    Returns:
+        (..., h, w, 3) uint8. The colour map is applied to the few cells, not to every
+        pixel: many maps cost about as much as one ``heatmap_overlay``.
+    """
+    v = np.asarray(cells, dtype=np.float32)
+    lo = v.min(axis=(-2, -1), keepdims=True)
+    span = v.max(axis=(-2, -1), keepdims=True) - lo
+    norm = np.where(span > 0, (v - lo) / np.where(span > 0, span, 1), 0.0)
+    colours = _lut(cmap)[np.round(norm * 255).astype(np.uint8)]      # (..., gh, gw, 3)
+    per_pixel = colours[..., rows[:, None], cols[None, :], :]         # (..., h, w, 3)
+    a = int(round(alpha * 256))  # integer blend: (image * (256 - a) + colour * a) / 256
+    out = image.astype(np.uint16) * np.uint16(256 - a) + per_pixel.astype(np.uint16) * np.uint16(a)
+    return ((out + 128) >> 8).astype(np.uint8)
 
 
 def grid(tiles: Sequence[Sequence[Optional[np.ndarray]]], gap: int = 4) -> np.ndarray:

@@ -272,17 +272,24 @@ class ModelStore:
         self.device = device
         self.allow_paths = allow_paths
         self._models = LRU(max_models, threading.Semaphore(1))
+        self._listing = None
 
-    @staticmethod
-    def bundled() -> list[str]:
-        """Names of the bundled models (the default first)."""
+    def bundled(self) -> list[str]:
+        """Names of the bundled models (the default first); listed again only when the
+        weights folder changes (listing reads every card)."""
         from .. import zoo
-        return zoo.list_pretrained()
+        folder = Path(zoo.WEIGHTS_DIR)
+        try:
+            stamp = (str(folder), folder.stat().st_mtime_ns)
+        except OSError:
+            stamp = (str(folder), None)
+        if self._listing is None or self._listing[0] != stamp:
+            self._listing = (stamp, zoo.list_pretrained())
+        return list(self._listing[1])
 
-    @staticmethod
-    def default() -> Optional[str]:
+    def default(self) -> Optional[str]:
         from .. import zoo
-        names = zoo.list_pretrained()
+        names = self.bundled()
         return zoo.DEFAULT_MODEL if zoo.DEFAULT_MODEL in names else (names[0] if names else None)
 
     def resolve(self, spec) -> tuple[str, bool]:

@@ -143,6 +143,12 @@ class ServerProcess:
                     out[key] = int(line.split()[1]) / 1024
         return out
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) the server process has used so far;
+        unlike wall time, it does not grow when other processes load the machine."""
+        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
