@@ -97,6 +97,21 @@ def test_cache_is_bounded_lru(app, examples):
     assert keys[-1][2][0] == 224  # most recent last
 
 
+def test_cache_is_bounded_in_bytes(weights, examples):
+    path = str(_by_kind(examples, "photo").path)
+    small = App(ModelStore("cpu"), cache_size=10, cache_mb=1e-3)
+    a = small.analysed(path, None, Options(max_side=128)).analysis
+    assert small.analyses.nbytes >= a.feat_up.nelement() * 4
+    small.analysed(path, None, Options(max_side=96))
+    assert len(small.analyses) == 1  # over the budget: only the newest stays
+    cache = LRU(10, max_bytes=100, sizeof=len)
+    cache.put("a", "x" * 60)
+    cache.put("b", "y" * 60)
+    assert cache.keys() == ["b"]
+    cache.put("c", "z" * 500)
+    assert cache.keys() == ["c"] and cache.nbytes == 500
+
+
 def test_attention_coordinates_map_to_the_analysed_image(app, examples):
     photo = _by_kind(examples, "photo")
     W, H = Image.open(photo.path).size

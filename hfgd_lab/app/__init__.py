@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="offer only the bundled models (no checkpoint paths typed by users)")
     p.add_argument("--cache-size", type=int, default=6,
                    help="analysed (model, image, options) entries kept in memory")
+    p.add_argument("--cache-mb", type=float, default=1024,
+                   help="memory those entries may take (MB; the newest is always kept)")
     p.add_argument("--no-warmup", action="store_true",
                    help="skip the warm-up pass at start (first request is then slower)")
 
@@ -66,7 +68,7 @@ def limit_threads(threads=None) -> int:
 
 
 def create_app(device: str = "auto", allow_paths: bool = True, cache_size: int = 6,
-               examples: bool = True):
+               examples: bool = True, cache_mb: float = 1024):
     """-> (App, examples list)."""
     import torch
 
@@ -84,7 +86,7 @@ def create_app(device: str = "auto", allow_paths: bool = True, cache_size: int =
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
         ex = make_examples(folder)
     app = App(ModelStore(device=device, allow_paths=allow_paths), examples=ex,
-              cache_size=cache_size)
+              cache_size=cache_size, cache_mb=cache_mb)
     return app, ex
 
 
@@ -108,12 +110,14 @@ def warm_up(app, model=None) -> None:
 
 def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model=None,
           max_side: int = 512, device: str = "auto", threads=None, allow_paths: bool = True,
-          cache_size: int = 6, warmup: bool = True, block: bool = True):
+          cache_size: int = 6, warmup: bool = True, block: bool = True,
+          cache_mb: float = 1024):
     """Build and launch the app. Returns ``(demo, local_url)`` when ``block`` is False."""
     n = limit_threads(threads)
-    from .state import AppError
+    from .state import AppError, Options
     from .ui import CSS, build_demo
-    app, ex = create_app(device, allow_paths, cache_size)
+    max_side = int(min(max(max_side, Options.MIN_SIDE), Options.MAX_SIDE))
+    app, ex = create_app(device, allow_paths, cache_size, cache_mb=cache_mb)
     default = model or app.store.default()
     if default is None:
         print("hfgd-lab app: no bundled model found in the weights folder and no --model "
@@ -155,5 +159,5 @@ def run(args) -> int:
     serve(host=args.host, port=args.port, share=args.share, model=args.model,
           max_side=args.max_side, device=args.device, threads=args.threads,
           allow_paths=not args.no_checkpoint_paths, cache_size=args.cache_size,
-          warmup=not args.no_warmup)
+          warmup=not args.no_warmup, cache_mb=args.cache_mb)
     return 0

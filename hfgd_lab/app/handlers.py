@@ -145,12 +145,15 @@ class App:
     """
 
     def __init__(self, store: Optional[ModelStore] = None, examples=(), cache_size: int = 6,
-                 heavy_slots: int = 1, max_file_mb: float = 10.0):
+                 heavy_slots: int = 1, max_file_mb: float = 10.0, cache_mb: float = 1024):
         import threading
         self.store = store or ModelStore()
         self.examples = {e.digest: e for e in examples}
         slots = threading.Semaphore(heavy_slots)
-        self.analyses = LRU(cache_size, slots)
+        # by count and by bytes: one analysis at a 2048 px cap holds ~0.75 GB (its CAE
+        # attention alone is 2 x 4 x 4096^2 floats), at 512 px about 15 MB
+        self.analyses = LRU(cache_size, slots, max_bytes=int(cache_mb * 2 ** 20),
+                            sizeof=_analysed_bytes)
         self.images = LRU(4, slots)     # decoded images by (digest, max_side)
         self.max_file_bytes = int(max_file_mb * 1024 * 1024)
 
@@ -550,6 +553,22 @@ class App:
         if name.isdigit() and int(name) < e.num_classes:
             return int(name)
         raise AppError(f"unknown class {name!r}; this model's classes: {', '.join(e.classes)}")
+
+
+def _analysed_bytes(an: "Analysed") -> int:
+    """Approximate memory of a cached analysis: its arrays and tensors, with room for
+    the views derived from it later (PCA pictures, rollout)."""
+    import dataclasses
+
+    import torch
+    total = 0
+    for f in dataclasses.fields(an.analysis):
+        v = getattr(an.analysis, f.name)
+        if isinstance(v, np.ndarray):
+            total += v.nbytes
+        elif isinstance(v, torch.Tensor):
+            total += v.element_size() * v.nelement()
+    return int(total * 1.5)
 
 
 def _release_memory() -> None:

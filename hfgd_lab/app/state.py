@@ -39,22 +39,33 @@ class AppError(ValueError):
 # ---- a small LRU ---------------------------------------------------------------------
 
 class LRU:
-    """A thread-safe least-recently-used map of at most ``maxsize`` entries.
+    """A thread-safe least-recently-used map of at most ``maxsize`` entries and, with
+    ``max_bytes``, at most that many bytes by ``sizeof(value)`` (the newest entry is
+    always kept, however large).
 
     :meth:`get_or_compute` runs ``compute`` at most once per key even when several
     threads ask at the same time (the others wait for it and share the result); computing
     is serialised by ``slots`` (a semaphore shared between caches), which bounds memory.
     """
 
-    def __init__(self, maxsize: int, slots: Optional[threading.Semaphore] = None):
+    def __init__(self, maxsize: int, slots: Optional[threading.Semaphore] = None,
+                 max_bytes: Optional[int] = None, sizeof: Callable = lambda v: 0):
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize}")
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self.sizeof = sizeof
         self.slots = slots or threading.Semaphore(1)
         self._data: OrderedDict = OrderedDict()
+        self._sizes: dict = {}
         self._lock = threading.Lock()
         self._key_locks: dict = {}
         self.hits = self.misses = 0
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(self._sizes.values())
 
     def __len__(self) -> int:
         with self._lock:
@@ -77,15 +88,21 @@ class LRU:
             return default
 
     def put(self, key, value) -> None:
+        size = int(self.sizeof(value)) if self.max_bytes else 0
         with self._lock:
             self._data[key] = value
+            self._sizes[key] = size
             self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
+            while len(self._data) > 1 and (
+                    len(self._data) > self.maxsize
+                    or (self.max_bytes and sum(self._sizes.values()) > self.max_bytes)):
+                old, _ = self._data.popitem(last=False)
+                self._sizes.pop(old, None)
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._sizes.clear()
 
     def get_or_compute(self, key, compute: Callable[[], object]):
         sentinel = object()
