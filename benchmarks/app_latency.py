@@ -309,6 +309,9 @@ def main(argv=None) -> dict:
     finally:
         server.stop()
     result["in_process"] = in_process_part(weights, scenes, photos, args.max_side, rng)
+    if source.startswith("random"):
+        import shutil
+        shutil.rmtree(weights, ignore_errors=True)
 
     print(f"# App latency ({result['date']}, {result['machine']['cpu']}, "
           f"{args.threads} thread(s), weights: {source})")

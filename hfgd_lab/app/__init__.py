@@ -138,6 +138,16 @@ def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model=
     demo.app_state = app  # for in-process tests
     if not block:
         return demo, url
+    import signal
+    import threading
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM shuts down like Ctrl-C: Gradio deletes the uploads and results it
+        # wrote, and the example folder is removed at exit
+        signal.signal(signal.SIGTERM, _stop)
     try:
         demo.block_thread()
     except (KeyboardInterrupt, OSError):
