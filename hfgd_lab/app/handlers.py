@@ -155,6 +155,7 @@ class App:
         self.analyses = LRU(cache_size, slots, max_bytes=int(cache_mb * 2 ** 20),
                             sizeof=_analysed_bytes)
         self.images = LRU(4, slots)     # decoded images by (digest, max_side)
+        self._digests = LRU(64)         # file digests by (path, size, mtime)
         self.max_file_bytes = int(max_file_mb * 1024 * 1024)
 
     # ---- inputs ----------------------------------------------------------------------
@@ -176,8 +177,14 @@ class App:
             path = Path(s)
             if not path.is_file():
                 raise AppError(f"image file not found: {path.name}")
-            self._check_size(None, path.stat().st_size)
-            return path, digest_file(path), path.name
+            st = path.stat()
+            self._check_size(None, st.st_size)
+            stamp = (str(path), st.st_size, st.st_mtime_ns)
+            digest = self._digests.get(stamp)  # a click need not hash the file again
+            if digest is None:
+                digest = digest_file(path)
+                self._digests.put(stamp, digest)
+            return path, digest, path.name
         if isinstance(image, (bytes, bytearray)):
             data = bytes(image)
             return self._check_size(data, len(data)), digest_bytes(data), "image"
@@ -193,16 +200,6 @@ class App:
             raise AppError(f"the file is {nbytes / 2**20:.1f} MB; the limit is "
                            f"{self.max_file_bytes / 2**20:.0f} MB")
         return io.BytesIO(data) if data is not None else None
-
-    def read(self, image, options: Options) -> ImageInfo:
-        """Read (or find cached) ``image`` at ``options.max_side``."""
-        source, digest, name = self._source(image)
-        key = (digest, options.max_side)
-        info = self.images.get(key)
-        if info is None:
-            info = self._decode(source, digest, name, options.max_side)
-            self.images.put(key, info)
-        return info
 
     def _decode(self, source, digest, name, max_side) -> ImageInfo:
         try:
