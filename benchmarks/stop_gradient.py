@@ -3,8 +3,8 @@
     python benchmarks/stop_gradient.py --config configs/zoo/finetune.yaml \
         --pretrained runs/zoo/backbone.safetensors --out runs/zoo/sg --seeds 0 1 2 --jobs 2
 
-writes ``results.json``, ``results.md`` and figures into ``--out`` (and ``--docs``
-when given); ``--bundle DIR`` also copies each variant's seed-0 model into the
+writes ``results.json``, ``results.md`` and figures into ``--out`` (and, with
+``--docs DIR``, ``DIR/results/<out name>.json`` and ``DIR/figures/<out name>_*.png``); ``--bundle DIR`` also copies each variant's seed-0 model into the
 package's bundled models. ``--set`` changes the regime (labelled images, learning
 rates, iterations) for the sweeps reported in docs/stop_gradient.md.
 """
@@ -76,9 +76,9 @@ def main(argv=None):
     if args.docs:
         docs = Path(args.docs)
         (docs / "figures").mkdir(parents=True, exist_ok=True)
-        save_experiment_figures(results, docs / "figures", prefix=f"sg_{out.name}_")
+        save_experiment_figures(results, docs / "figures", prefix=f"{out.name}_")
         (docs / "results").mkdir(parents=True, exist_ok=True)
-        (docs / "results" / f"sg_{out.name}.json").write_text(
+        (docs / "results" / f"{out.name}.json").write_text(
             json.dumps({"meta": meta, "summary": summary}, indent=1, default=float))
     print("figures:", ", ".join(str(f) for f in figs))
     if args.bundle:
