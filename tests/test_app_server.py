@@ -35,7 +35,7 @@ def server(weights, tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "server.log"
     srv = ServerProcess(weights, log=log, threads=1)
     try:
-        srv.wait_ready()
+        srv.wait_ready(timeout=600)
         yield srv
     finally:
         srv.stop()

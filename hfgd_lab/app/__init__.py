@@ -25,7 +25,8 @@ __all__ = ["main", "serve", "create_app", "add_arguments", "MAX_FILE_SIZE"]
 
 MAX_FILE_SIZE = "10mb"      # uploads above this are refused by the server
 QUEUE_SIZE = 64             # waiting requests beyond this are refused ("queue full")
-CONCURRENCY = 2             # events of one listener running at the same time
+CONCURRENCY = 1             # events of one listener (one function) running at a time;
+                            # decodes and forward passes are serialised anyway
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -517,7 +517,9 @@ class App:
         progress(1.0, desc="done")
         table = _experiment_table([an.model for an in runs.values()])
         ref = runs.get("hfgd_scenes_sg")
-        lines = []
+        first = next(iter(runs.values()))
+        lines = [f"**Image** {escape(first.image.name)}, analysed at "
+                 f"{first.analysis.input_size[1]}×{first.analysis.input_size[0]} px."]
         for name, an in runs.items():
             miou = an.model.val_miou()
             s = f"**{SCENE_VARIANTS[name][1]}** (`{name}`): validation mIoU " + \

@@ -18,8 +18,9 @@ __all__ = ["resize_rgb", "caption", "grid", "colorbar", "outline_cell", "legend_
 
 
 def escape(text) -> str:
-    """Text from a checkpoint card or a file name, safe inside HTML and Markdown."""
-    return html.escape(str(text)).replace("|", "&#124;").replace("`", "&#96;")
+    """Text from a checkpoint card or a file name, safe inside HTML and Markdown tables
+    (code spans in backticks are left to Markdown)."""
+    return html.escape(str(text)).replace("|", "&#124;")
 
 
 def resize_rgb(rgb: np.ndarray, max_side: int, nearest: bool = False) -> np.ndarray:

@@ -296,18 +296,24 @@ def build_demo(app: App, examples=(), default_model=None, max_side: int = 512) -
         sg_in = [image, max_side_c, sliding, window, flip, opacity]
         sg_out = [*sg_images, sg_caption, sg_table]
         private = dict(api_visibility="private", show_progress="hidden")
+        # Listeners that write the same outputs share one concurrency group of one event
+        # at a time (Gradio's queue is first in, first out within a group), so a slow
+        # result for an older image can never land after, and hide, a newer one.
+        # (Listeners of the same function share a group already.)
+        sg_group = dict(concurrency_id="compare", concurrency_limit=1)
+        attn_group = dict(concurrency_id="attention", concurrency_limit=1)
 
         def chain(event, name):
             """After the first result: every other tab from the same cached pass (the
             three-model comparison only while its tab is open)."""
             (event
              .success(compare_if_active, [active, *sg_in], sg_out,
-                      api_name=f"{name}_compare", **private)
+                      api_name=f"{name}_compare", **private, **sg_group)
              .success(class_tokens, common + [gr.State(None)], tok_out,
                       api_name=f"{name}_class_tokens", **private)
              .success(guidance, common, guide_out, api_name=f"{name}_guidance", **private)
              .success(attention_reset, common, attn_out, api_name=f"{name}_attention",
-                      **private))
+                      **private, **attn_group))
 
         # ---- events -----------------------------------------------------------------
         first = gr.on([image.change, max_side_c.release, sliding.change, window.release,
@@ -317,22 +323,24 @@ def build_demo(app: App, examples=(), default_model=None, max_side: int = 512) -
         opacity.release(segment, common + [opacity], seg_out, api_name="opacity_segment",
                         **private)
         opacity.release(compare_if_active, [active, *sg_in], sg_out,
-                        api_name="opacity_compare", **private)
+                        api_name="opacity_compare", **private, **sg_group)
         loaded = model.change(load_model, [model], [banner, class_name], api_name="load_model")
         chain(loaded.success(segment, common + [opacity], seg_out, api_name="model_segment",
                              **private), "model")
 
         class_name.input(class_tokens, common + [class_name], tok_out, api_name="class_tokens")
         tab_guidance.select(guidance, common, guide_out, api_name="guidance")
-        attn_button.click(attention, common + [attn_x, attn_y], attn_out, api_name="attention")
+        attn_button.click(attention, common + [attn_x, attn_y], attn_out, api_name="attention",
+                          **attn_group)
         attn_image.select(attention_click, common, attn_out, api_name="attention_click",
                           api_visibility="private", show_progress="hidden",
-                          trigger_mode="always_last")
-        sg_button.click(compare, sg_in, sg_out, api_name="compare")
+                          trigger_mode="always_last", **attn_group)
+        sg_button.click(compare, sg_in, sg_out, api_name="compare", **sg_group)
         for tab, name in ((tab_seg, "seg"), (tab_tokens, "tokens"),
                           (tab_guidance, "guidance"), (tab_attention, "attention"),
                           (tab_sg, "sg")):
             tab.select(lambda n=name: n, None, active, api_name=f"tab_{name}",
                        api_visibility="private", show_progress="hidden", queue=False)
-        tab_sg.select(compare, sg_in, sg_out, api_name="tab_compare", api_visibility="private")
+        tab_sg.select(compare, sg_in, sg_out, api_name="tab_compare", api_visibility="private",
+                      **sg_group)
     return demo
