@@ -256,7 +256,8 @@ class ToTensor:
         image = np.ascontiguousarray(sample["image"].transpose(2, 0, 1))
         out["image"] = torch.from_numpy(image).float()
         if "mask" in sample:
-            out["mask"] = torch.from_numpy(np.ascontiguousarray(sample["mask"])).long()
+            # .astype copies: masks decoded by PIL are read-only, which torch warns about
+            out["mask"] = torch.from_numpy(np.asarray(sample["mask"]).astype(np.int64))
         return out
 
     def __repr__(self):
