@@ -17,14 +17,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..models import resize_logits
 from .grid import cell_of_pixel, crop_grid
 
 __all__ = ["ImageAnalysis", "analyze_image", "IMAGENET_MEAN", "IMAGENET_STD",
            "normalize_image", "denormalize_image", "fit_max_side", "as_uint8_image"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HIGH_STRIDE = 32
 
 
@@ -48,7 +47,9 @@ def as_uint8_image(image) -> np.ndarray:
 
 def normalize_image(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> (1, 3, H, W) float32, normalised with ImageNet mean and std."""
-    x = torch.from_numpy(as_uint8_image(image)).permute(2, 0, 1).float().div_(255.0)
+    # np.require copies read-only arrays (e.g. from PIL), which torch.from_numpy warns about
+    x = torch.from_numpy(np.require(as_uint8_image(image), requirements="W"))
+    x = x.permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     return ((x - mean) / std)[None]

@@ -4,16 +4,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .inference import InferenceOptions, predict_probs
 
 
 def to_input_tensor(image: np.ndarray, device="cpu") -> torch.Tensor:
     """RGB uint8 (H, W, 3) -> normalised float (1, 3, H, W), as the datasets produce."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float() / 255
-    mean = torch.tensor(IMAGENET_MEAN, device=device)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, device=device)[:, None, None]
-    return ((x - mean) / std).unsqueeze(0)
+    from ..analysis.image import normalize_image
+    return normalize_image(image).to(device)
 
 
 class Predictor:
