@@ -21,7 +21,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..imageio import ImageError, LoadedImage, read_image
-from ..viz import OUTCOME_COLORS, blend, heatmap_overlay, mark_point, overlay, to_uint8
+from ..viz import (OUTCOME_COLORS, heatmap_overlay, mark_point, outcome_rgb, overlay,
+                   to_uint8)
 from . import render
 from .render import escape
 from .state import (SCENE_VARIANTS, AppError, LRU, ModelEntry, ModelStore, Options,
@@ -397,17 +398,7 @@ class App:
         agree = an.derive("agreement", lambda: feature_agreement(a))
         changes = an.derive("changes", lambda: decision_changes(a))
         cos = heatmap_overlay(a.image, agree.cosine_image, "RdBu_r", alpha=0.7, vmin=-1, vmax=1)
-        col = np.zeros_like(a.image)
-        where = np.zeros(a.input_size, bool)
-        if changes.outcome is not None:
-            for code, c in OUTCOME_COLORS.items():
-                sel = changes.outcome == code
-                col[sel] = c
-                where |= sel
-        else:
-            col[changes.changed] = (255, 0, 255)
-            where = changes.changed
-        changed_img = blend(a.image, col, 0.75, where=where)
+        changed_img = outcome_rgb(a.image, changes, 0.75)
         evr = pca.explained_variance_ratio
         lines = [f"**Shared PCA**: one basis fitted on F_high and F_up together, so the same "
                  f"colour means the same feature in both (components explain "

@@ -12,7 +12,7 @@ pyplot, Agg-safe): ``plot_segmentation``, ``plot_prediction``, ``plot_heatmap``,
 """
 from .colors import (as_palette, blend, colorize, default_palette, heatmap_overlay,
                      heatmap_rgb, mark_point, normalize_map, overlay, to_uint8)
-from .figures import (OUTCOME_COLORS, plot_agreement, plot_attention, plot_cka,
+from .figures import (OUTCOME_COLORS, outcome_rgb, plot_agreement, plot_attention, plot_cka,
                       plot_class_similarity, plot_confusion, plot_decision_changes,
                       plot_embedding, plot_gradient_norms, plot_heatmap, plot_iou,
                       plot_prediction, plot_segmentation, plot_shared_pca,
@@ -24,5 +24,5 @@ __all__ = [
     "plot_segmentation", "plot_prediction", "plot_heatmap", "plot_class_similarity",
     "plot_token_similarity", "plot_shared_pca", "plot_agreement", "plot_decision_changes",
     "plot_attention", "plot_embedding", "plot_confusion", "plot_iou", "plot_gradient_norms",
-    "plot_cka", "OUTCOME_COLORS",
+    "plot_cka", "OUTCOME_COLORS", "outcome_rgb",
 ]

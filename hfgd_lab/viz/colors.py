@@ -16,18 +16,9 @@ __all__ = ["default_palette", "as_palette", "colorize", "blend", "overlay", "hea
 def default_palette(n: int) -> np.ndarray:
     """(n, 3) uint8 distinct colours (Pascal VOC's bit-interleaved palette, with
     black moved to the end so that class 0 is visible)."""
+    from ..data.classes import voc_colormap
     n = int(n)
-    size = max(n + 1, 2)
-    pal = np.zeros((size, 3), np.uint8)
-    for i in range(size):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = (r, g, b)
-    return pal[1:n + 1].copy()
+    return voc_colormap(max(n + 1, 2))[1:n + 1].copy()
 
 
 def as_palette(palette, k: int = 0) -> np.ndarray:

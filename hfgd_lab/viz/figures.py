@@ -19,7 +19,7 @@ from .colors import as_palette, blend, default_palette, heatmap_overlay, overlay
 __all__ = ["plot_segmentation", "plot_prediction", "plot_heatmap", "plot_class_similarity",
            "plot_token_similarity", "plot_shared_pca", "plot_agreement",
            "plot_decision_changes", "plot_attention", "plot_embedding", "plot_confusion",
-           "plot_iou", "plot_gradient_norms", "plot_cka", "OUTCOME_COLORS"]
+           "plot_iou", "plot_gradient_norms", "plot_cka", "OUTCOME_COLORS", "outcome_rgb"]
 
 OUTCOME_COLORS = {FIXED: (46, 204, 64), BROKE: (255, 65, 54), BOTH_WRONG: (255, 180, 0)}
 
@@ -230,7 +230,9 @@ def plot_shared_pca(pca, image=None) -> Figure:
     return fig
 
 
-def _outcome_rgb(image, changes, alpha):
+def outcome_rgb(image, changes, alpha: float = 0.7) -> np.ndarray:
+    """The image with changed decisions coloured: green fixed, red broke, orange both
+    wrong (magenta 'changed' without ground truth); uint8 RGB, for figures and the app."""
     out = to_uint8(image).copy()
     col = np.zeros_like(out)
     where = np.zeros(out.shape[:2], bool)
@@ -251,7 +253,7 @@ def plot_decision_changes(changes, image, alpha: float = 0.7) -> Figure:
     fig, axes = _figure(1, 1, 4.0, 1.6)
     ax = axes[0, 0]
     c = changes.counts
-    _image_axis(ax, _outcome_rgb(image, changes, alpha),
+    _image_axis(ax, outcome_rgb(image, changes, alpha),
                 f"upsampler changed {changes.fraction_changed:.1%} of pixels")
     if changes.outcome is not None:
         handles = [Patch(facecolor=np.asarray(OUTCOME_COLORS[k]) / 255,
@@ -281,7 +283,7 @@ def plot_agreement(agreement, image, changes=None, cmap: str = "RdBu_r",
                 f"argmax differs (magenta), agree {agreement.agree_fraction:.1%}")
     if changes is not None:
         ax = axes[0, 2]
-        _image_axis(ax, _outcome_rgb(image, changes, alpha), "decision changes")
+        _image_axis(ax, outcome_rgb(image, changes, alpha), "decision changes")
         if changes.outcome is not None:
             c = changes.counts
             handles = [Patch(facecolor=np.asarray(OUTCOME_COLORS[k]) / 255,
