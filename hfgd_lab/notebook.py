@@ -40,7 +40,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 __all__ = ["FAST_ENV", "THREADS_ENV", "RESULTS_ENV", "fast_mode", "pick", "setup",
-           "repo_root", "results_dir", "weights_dir", "figure_png", "show", "show_markdown",
+           "repo_root", "results_dir", "weights_dir", "figure_png", "image_file_png", "show",
+           "show_markdown",
            "Sample", "scene_samples", "validation_scenes", "photo_samples", "AnalysisCache",
            "Panel", "explore", "exercise_panels", "PANELS", "class_areas",
            "plot_class_areas", "plot_prediction_grid", "describe_card", "make_stand_in_zoo",
@@ -79,12 +80,15 @@ def setup(threads: Optional[int] = None, quiet: bool = False) -> dict:
         threads = 1
     if threads:
         torch.set_num_threads(int(threads))
+    wd = weights_dir()
+    packaged = wd.resolve() == (Path(__file__).resolve().parent / "weights")
     info = {"version": __version__, "fast": fast_mode(), "threads": torch.get_num_threads(),
-            "weights_dir": str(weights_dir()), "torch": torch.__version__}
+            "weights_dir": str(wd), "torch": torch.__version__}
     if not quiet:
+        where = "hfgd_lab/weights (bundled)" if packaged else f"{wd} (HFGD_LAB_WEIGHTS_DIR)"
         print(f"hfgd-lab {info['version']} | torch {info['torch']}, {info['threads']} thread(s)"
               f" | {'FAST mode (CI size)' if info['fast'] else 'full size'}"
-              f" | bundled models from {info['weights_dir']}")
+              f" | models from {where}")
     return info
 
 
@@ -138,6 +142,21 @@ def show(*items, dpi: Optional[int] = None) -> None:
             display(Markdown(item))
         else:
             display(Image(data=figure_png(item, dpi), format="png"))
+
+
+def image_file_png(path, max_side: int = 900, colors: Optional[int] = 256) -> bytes:
+    """A saved image (e.g. a figure in docs/figures) as PNG bytes, downscaled so that its
+    longer side is at most ``max_side`` and reduced to a palette (small notebooks)."""
+    from PIL import Image
+    im = Image.open(path).convert("RGB")
+    if max(im.size) > max_side:
+        s = max_side / max(im.size)
+        im = im.resize((round(im.size[0] * s), round(im.size[1] * s)), Image.LANCZOS)
+    if colors:
+        im = im.quantize(colors=colors, method=Image.Quantize.FASTOCTREE)
+    out = io.BytesIO()
+    im.save(out, "PNG", optimize=True)
+    return out.getvalue()
 
 
 def show_markdown(text: str) -> None:
@@ -580,10 +599,17 @@ def _ms(v):
     return float(m), float(s)
 
 
+def _t975(df: int) -> float:
+    """Student's t 97.5% quantile (two-sided 95%), for a paired mean over few seeds."""
+    table = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31,
+             9: 2.26, 10: 2.23}
+    return table.get(df, 2.1 if df <= 30 else 2.0)
+
+
 def describe_sg_summary(summary: dict) -> str:
     """Markdown: what a stop-gradient experiment summary (``summarize(...)``, or its JSON)
     measured, in words -- accuracy with the paired sg − no-sg difference and whether it
-    is beyond the seed-to-seed noise, the gradient reaching the backbone from loss_up,
+    is beyond the seed-to-seed noise (a paired t-interval), the gradient reaching the backbone from loss_up,
     and the drift of each backbone stage. Says whichever way it came out."""
     import math
     v = summary.get("variants", {})
@@ -603,18 +629,19 @@ def describe_sg_summary(summary: dict) -> str:
                + (f" ± {s:.1f} (per seed: {', '.join(f'{d:+.1f}' for d in per)})" if n > 1
                   else ""))
         if n < 2:
-            txt += (". With one seed this says nothing about which is better: seed-to-seed "
-                    "differences are of the same size or larger.")
+            txt += (". With one seed there is no estimate of the seed-to-seed noise, so this "
+                    "alone cannot say which is better: rerun with several seeds.")
         else:
-            half = 2 * s / math.sqrt(n)  # rough 95% half-width of the mean
+            half = _t975(n - 1) * s / math.sqrt(n)  # 95% half-width of the paired mean
             same_sign = all(d > 0 for d in per) or all(d < 0 for d in per)
             if abs(m) <= half or not same_sign:
-                txt += (f". That is within the seed-to-seed noise (±{half:.1f}): **no "
-                        "measurable effect of the stop-gradient on accuracy** in this regime.")
+                txt += (f". That is within the seed-to-seed noise (95% interval ±{half:.1f}): "
+                        "**no measurable effect of the stop-gradient on accuracy** in this "
+                        "regime.")
             else:
                 txt += (f". Every seed points the same way and the mean is beyond the noise "
-                        f"(±{half:.1f}): **the stop-gradient {'helped' if m > 0 else 'hurt'}** "
-                        "in this regime.")
+                        f"(95% interval ±{half:.1f}): **the stop-gradient "
+                        f"{'helped' if m > 0 else 'hurt'}** in this regime.")
         out.append(txt)
     for k in ("hfgd_sg", "hfgd_nosg", "semantic_fpn"):
         if k in v and "grad_up_backbone" in v[k]:
@@ -669,8 +696,7 @@ def stored_sg_results(folder=None) -> list[dict]:
         regime = (f"{kw.get('num', '?')} labelled scenes of {kw.get('size', '?')} px, "
                   f"{t.get('iters', '?')} iterations of batch {d.get('batch_size', '?')}, "
                   f"backbone lr × {t.get('backbone_lr_mult', '?')}, seeds {seeds}; "
-                  f"{meta.get('date', '?')}, {meta.get('machine', '?')}, "
-                  f"{float(meta.get('wall_minutes', float('nan'))):.0f} min of wall time")
+                  f"{meta.get('date', '?')}, {meta.get('machine', '?')}")
         fig = f.parent.parent / "figures" / f"{f.stem}_summary.png"
         out.append({"source": str(f), "title": meta.get("title", f.stem), "regime": regime,
                     "summary": data["summary"], "runs": data.get("runs"),
