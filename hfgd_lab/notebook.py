@@ -601,9 +601,8 @@ def _ms(v):
 
 def _t975(df: int) -> float:
     """Student's t 97.5% quantile (two-sided 95%), for a paired mean over few seeds."""
-    table = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31,
-             9: 2.26, 10: 2.23}
-    return table.get(df, 2.1 if df <= 30 else 2.0)
+    from scipy.stats import t
+    return float(t.ppf(0.975, df))
 
 
 def describe_sg_summary(summary: dict) -> str:

@@ -184,6 +184,12 @@ def test_describe_sg_summary_reports_either_way():
     runs = [fake_run(v, s, 60 + s + (d if s != 1 else -d)) for v, d in
             (("hfgd_nosg", 0), ("hfgd_sg", 3)) for s in (0, 1, 2)]
     assert "no measurable effect" in nb.describe_sg_summary(summarize(runs))
+    # every seed the same way, but 3 seeds give a wide t-interval (4.30 s / sqrt 3 = 0.6):
+    # a 2-sigma rule would call +0.33 +- 0.25 an effect; the paired t-interval does not
+    runs = [fake_run(v, s, 60 + s + (d * (0.1, 0.6, 0.3)[s])) for v, d in
+            (("hfgd_nosg", 0), ("hfgd_sg", 1)) for s in (0, 1, 2)]
+    small = nb.describe_sg_summary(summarize(runs))
+    assert "no measurable effect" in small and "interval ±0.6" in small
     one = [fake_run(v, 0, 60) for v in ("hfgd_nosg", "hfgd_sg")]
     assert "one seed" in nb.describe_sg_summary(summarize(one)).lower()
     # the JSON form (lists, NaN CKA for SemanticFPN) reads the same
