@@ -95,8 +95,6 @@ def bundle(results, out: Path, dest: Path, meta: dict, subset: int):
     from hfgd_lab.engine.checkpoint import load_checkpoint, save_checkpoint
     from hfgd_lab.engine.evaluate import evaluate
 
-    import shutil
-
     from hfgd_lab.experiments.stop_gradient import summarize
     from hfgd_lab.models import Backbone
     from hfgd_lab.models.backbone import save_backbone_weights
@@ -108,12 +106,10 @@ def bundle(results, out: Path, dest: Path, meta: dict, subset: int):
     save_backbone_weights(bb, dest / "scenes_backbone.safetensors",
                           metadata={"backbone": cfg0["backbone"]})
     src_card = Path(meta["pretrained"]).with_suffix(".json")
-    if src_card.is_file():
-        card = json.loads(src_card.read_text())
-        card["backbone_kwargs"] = cfg0["backbone_kwargs"]
-        (dest / "scenes_backbone.json").write_text(json.dumps(card, indent=1))
-    else:
-        shutil.copy(src_card, dest / "scenes_backbone.json")
+    card = json.loads(src_card.read_text()) if src_card.is_file() else {
+        "backbone": cfg0["backbone"], "note": "weights given without a pretrain card"}
+    card["backbone_kwargs"] = cfg0["backbone_kwargs"]
+    (dest / "scenes_backbone.json").write_text(json.dumps(card, indent=1))
     sg_summary = {v: {k: {"mean": row[k][0], "std": row[k][1]} for k in row if k != "seeds"}
                   for v, row in summarize(results)["variants"].items()}
     first = {}

@@ -266,7 +266,7 @@ def environment(args) -> dict:
             "cpu": cpu, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__,
             "timm": timm.__version__, "smp": smp_version,
-            "command": " ".join(["hfgd-lab bench", *args.argv])}
+            "command": args.command}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -291,7 +291,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_args(args, argv=None):
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    # as typed: "hfgd-lab bench ..." or "speed.py ..." (argv None), else as called
+    args.command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]] if argv is None
+                            else ["hfgd-lab bench", *argv])
     if args.repeats < 1 or args.threads < 1 or args.size < 32 or args.warmup < 0:
         raise ValueError("need --repeats >= 1, --threads >= 1, --warmup >= 0, --size >= 32")
     if any(m.startswith("smp_") for m in args.models):

@@ -9,4 +9,5 @@ def add_arguments(p):
 
 def run(args):
     from ..bench import check_args, run_benchmark
-    run_benchmark(check_args(args, None))
+    argv = args._argv[args._argv.index("bench") + 1:]
+    run_benchmark(check_args(args, argv))
