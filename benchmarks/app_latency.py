@@ -63,13 +63,13 @@ def stats(xs) -> dict:
 
 def weights_folder(arg):
     from hfgd_lab import zoo
-    from hfgd_lab.app.testing import BUNDLED, random_checkpoints
+    from hfgd_lab.zoo import BUNDLED_VARIANTS, write_stand_ins
     if arg:
         return Path(arg), "given"
-    if all(n in zoo.list_pretrained() for n in BUNDLED):
+    if all(n in zoo.list_pretrained() for n in BUNDLED_VARIANTS):
         return zoo.WEIGHTS_DIR, "bundled"
     folder = Path(tempfile.mkdtemp(prefix="hfgd-bench-weights-"))
-    return random_checkpoints(folder), "random stand-ins (bundled models not installed)"
+    return write_stand_ins(folder), "random stand-ins (bundled models not installed)"
 
 
 class Http:

@@ -44,7 +44,7 @@ __all__ = ["FAST_ENV", "THREADS_ENV", "RESULTS_ENV", "fast_mode", "pick", "setup
            "show_markdown",
            "Sample", "scene_samples", "validation_scenes", "photo_samples", "AnalysisCache",
            "Panel", "explore", "exercise_panels", "PANELS", "class_areas",
-           "plot_class_areas", "plot_prediction_grid", "describe_card", "make_stand_in_zoo",
+           "plot_class_areas", "plot_prediction_grid", "describe_card",
            "execute_notebook", "execute_all", "NOTEBOOKS", "describe_sg_summary",
            "stored_sg_results"]
 
@@ -469,52 +469,13 @@ def describe_card(name: str, card: dict) -> str:
                      "trained bundled model: its predictions mean nothing.")
     if card.get("trained_on"):
         lines.append(f"Trained on: {card['trained_on']}.")
-    if "val_mIoU" in m:
+    if "val_mIoU" in m and not card.get("stand_in"):  # a stand-in's numbers are made up
         lines.append(f"Validation mIoU {m['val_mIoU']:.1f} on {m.get('val_images', '?')} "
                      "held-out scenes.")
     return " ".join(lines)
 
 
-# ---- stand-ins and execution --------------------------------------------------------
-
-STAND_IN_MODEL = dict(backbone="convnext_atto",
-                      backbone_kwargs={"dims": [32, 64, 128, 256], "depths": [2, 2, 4, 2]},
-                      num_classes=10, embed_dim=128, cae_depth=2, cae_heads=4,
-                      decoder_channels=64, output_stride=4, dropout=0.1)
-STAND_IN_VARIANTS = {"hfgd_scenes_sg": {"arch": "hfgd", "stop_gradient": True},
-                     "hfgd_scenes_nosg": {"arch": "hfgd", "stop_gradient": False},
-                     "semantic_fpn_scenes": {"arch": "semantic_fpn"}}
-
-
-def make_stand_in_zoo(folder, seed: int = 0) -> Path:
-    """Random-weight checkpoints under the bundled names (and a random
-    ``scenes_backbone``) in ``folder``, for tests and for development before the real
-    ones exist: point ``HFGD_LAB_WEIGHTS_DIR`` at it. Cards say ``"stand_in": true``."""
-    import torch
-
-    from .config import HFGDConfig
-    from .data.scenes import SCENE_CLASSES, SCENE_PALETTE
-    from .engine.checkpoint import save_checkpoint
-    from .models import build_model
-    from .models.backbone import Backbone, save_backbone_weights
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, (name, variant) in enumerate(STAND_IN_VARIANTS.items()):
-        torch.manual_seed(seed + i)
-        model = build_model(HFGDConfig(**{**STAND_IN_MODEL, **variant}))
-        save_checkpoint(folder / name, model, classes=SCENE_CLASSES, palette=SCENE_PALETTE,
-                        dtype=torch.float16,
-                        extra={"stand_in": True, "dataset": "scenes",
-                               "trained_on": "nothing (random weights, a stand-in)"})
-    torch.manual_seed(seed)
-    bb = Backbone(STAND_IN_MODEL["backbone"], **STAND_IN_MODEL["backbone_kwargs"])
-    save_backbone_weights(bb, folder / "scenes_backbone.safetensors",
-                          metadata={"backbone": STAND_IN_MODEL["backbone"]})
-    (folder / "scenes_backbone.json").write_text(json.dumps(
-        {"kind": "hfgd-lab backbone weights", "stand_in": True,
-         "config": {"backbone": STAND_IN_MODEL["backbone"],
-                    "backbone_kwargs": STAND_IN_MODEL["backbone_kwargs"]}}, indent=1))
-    return folder
+# ---- execution ----------------------------------------------------------------------
 
 
 @contextlib.contextmanager

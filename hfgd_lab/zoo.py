@@ -16,13 +16,23 @@ from .engine.checkpoint import (FORMAT, CheckpointError, checkpoint_paths, load_
                                 read_card)
 
 __all__ = ["list_pretrained", "load_pretrained", "pretrained_card", "resolve_model",
-           "Pretrained", "DEFAULT_MODEL", "WEIGHTS_DIR", "pretrained_backbone"]
+           "Pretrained", "DEFAULT_MODEL", "WEIGHTS_DIR", "pretrained_backbone",
+           "BUNDLED_VARIANTS", "SCENES_MODEL", "write_stand_ins"]
 
 # HFGD_LAB_WEIGHTS_DIR points the zoo at another folder (tests, development).
 WEIGHTS_DIR = Path(os.environ.get("HFGD_LAB_WEIGHTS_DIR")
                    or Path(__file__).resolve().parent / "weights")
 DEFAULT_MODEL = "hfgd_scenes_sg"
 DEFAULT_BACKBONE = "scenes_backbone"
+# bundled name -> (variant, config switches), as benchmarks/stop_gradient.py bundles them
+BUNDLED_VARIANTS = {"hfgd_scenes_sg": ("hfgd_sg", {"stop_gradient": True}),
+                    "hfgd_scenes_nosg": ("hfgd_nosg", {"stop_gradient": False}),
+                    "semantic_fpn_scenes": ("semantic_fpn", {"arch": "semantic_fpn"})}
+# the bundled models' architecture: the model section of configs/zoo/finetune.yaml
+SCENES_MODEL = dict(backbone="convnext_atto",
+                    backbone_kwargs={"dims": [32, 64, 128, 256], "depths": [2, 2, 4, 2]},
+                    num_classes=10, embed_dim=128, cae_depth=2, cae_heads=4,
+                    decoder_channels=64, output_stride=4, dropout=0.1)
 
 
 @dataclass
@@ -88,3 +98,52 @@ def resolve_model(spec: str, device: str = "cpu"):
         return p.model, p.card, Path(spec)
     model, card = load_checkpoint(spec, map_location=device)
     return model, card, checkpoint_paths(spec)["card"].with_suffix("")
+
+
+def write_stand_ins(folder, names=tuple(BUNDLED_VARIANTS), seed: int = 0) -> Path:
+    """Random-weight checkpoints under the bundled names, and a random
+    ``scenes_backbone``, in ``folder``: so that tests, benchmarks and notebook development
+    never depend on the trained weights (point ``HFGD_LAB_WEIGHTS_DIR`` at the folder).
+
+    Cards are shaped like the real ones (metrics, variant, the stop-gradient summary) so
+    every screen that reads them can be exercised; their numbers are made up, and
+    ``"stand_in": true`` says so. Files already there are kept. Returns the folder."""
+    import torch
+
+    from .config import HFGDConfig
+    from .data.scenes import SCENE_CLASSES, SCENE_PALETTE
+    from .engine.checkpoint import save_checkpoint
+    from .models import build_model
+    from .models.backbone import Backbone, save_backbone_weights
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = {"title": "random stand-in", "seeds": 3, "variants": {
+        v: {"val_mIoU": {"mean": 50.0 + i, "std": 1.0},
+            **{f"cka_C{s}": {"mean": 0.9 - 0.02 * s, "std": 0.01} for s in (2, 3, 4, 5)}}
+        for i, v in enumerate(("semantic_fpn", "hfgd_nosg", "hfgd_sg"))}}
+    for i, name in enumerate(names):
+        if (folder / f"{name}.json").is_file():
+            continue
+        torch.manual_seed(seed + i)
+        variant, switches = BUNDLED_VARIANTS.get(name, (name, {}))
+        model = build_model(HFGDConfig(**{**SCENES_MODEL, **switches})).eval()
+        save_checkpoint(folder / name, model, classes=SCENE_CLASSES, palette=SCENE_PALETTE,
+                        dtype=torch.float16,
+                        metrics={"val_mIoU": 40.0 + i, "val_mAcc": 50.0 + i,
+                                 "val_aAcc": 70.0 + i, "val_IoU": [40.0] * 10,
+                                 "val_images": 100},
+                        extra={"stand_in": True, "dataset": "scenes", "variant": variant,
+                               "trained_on": "random weights (a stand-in for tests; not trained)",
+                               "sg_experiment": summary})
+    if not (folder / f"{DEFAULT_BACKBONE}.json").is_file():
+        torch.manual_seed(seed)
+        bb = Backbone(SCENES_MODEL["backbone"], **SCENES_MODEL["backbone_kwargs"])
+        save_backbone_weights(bb, folder / f"{DEFAULT_BACKBONE}.safetensors",
+                              metadata={"backbone": SCENES_MODEL["backbone"]})
+        (folder / f"{DEFAULT_BACKBONE}.json").write_text(json.dumps(
+            {"kind": "hfgd-lab backbone weights", "stand_in": True,
+             "config": {"backbone": SCENES_MODEL["backbone"],
+                        "backbone_kwargs": SCENES_MODEL["backbone_kwargs"]},
+             "backbone_kwargs": SCENES_MODEL["backbone_kwargs"]}, indent=1))
+    return folder

@@ -42,8 +42,8 @@ def main(argv=None) -> int:
         p.error(f"no notebook matches {args.names}; have {', '.join(NOTEBOOKS)}")
     env = {}
     if args.stand_ins:
-        from hfgd_lab.notebook import make_stand_in_zoo
-        env["HFGD_LAB_WEIGHTS_DIR"] = str(make_stand_in_zoo(args.stand_ins))
+        from hfgd_lab.zoo import write_stand_ins
+        env["HFGD_LAB_WEIGHTS_DIR"] = str(write_stand_ins(args.stand_ins))
     import time
     status = 0
     for name in chosen:

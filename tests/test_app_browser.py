@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from hfgd_lab.app.testing import (CHROMIUM_ARGS, ServerProcess, ensure_chromium,
-                                  random_checkpoints)
+from hfgd_lab.app.testing import CHROMIUM_ARGS, ServerProcess, ensure_chromium
+from hfgd_lab.zoo import write_stand_ins
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -24,7 +24,7 @@ def chromium():
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    weights = random_checkpoints(tmp_path_factory.getbasetemp() / "app_weights")
+    weights = write_stand_ins(tmp_path_factory.getbasetemp() / "app_weights")
     srv = ServerProcess(weights, log=tmp_path_factory.mktemp("browser") / "server.log")
     try:
         srv.wait_ready(timeout=600)

@@ -15,14 +15,16 @@ from hfgd_lab import zoo
 from hfgd_lab.app.examples import make_examples
 from hfgd_lab.app.handlers import App, _experiment_table
 from hfgd_lab.app.state import LRU, AppError, ModelStore, Options
-from hfgd_lab.app.testing import BUNDLED, random_checkpoints
+from hfgd_lab.zoo import BUNDLED_VARIANTS, write_stand_ins
+
+BUNDLED = tuple(BUNDLED_VARIANTS)
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    folder = random_checkpoints(tmp_path_factory.getbasetemp() / "app_weights")
+    folder = write_stand_ins(tmp_path_factory.getbasetemp() / "app_weights")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(zoo, "WEIGHTS_DIR", folder)
         yield folder

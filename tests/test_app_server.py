@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hfgd_lab.app.testing import ServerProcess, huge_png, random_checkpoints
+from hfgd_lab.app.testing import ServerProcess, huge_png
+from hfgd_lab.zoo import write_stand_ins
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -27,7 +28,7 @@ MODEL = "hfgd_scenes_sg"
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    return random_checkpoints(tmp_path_factory.getbasetemp() / "app_weights")
+    return write_stand_ins(tmp_path_factory.getbasetemp() / "app_weights")
 
 
 @pytest.fixture(scope="module")

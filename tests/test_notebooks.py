@@ -15,6 +15,7 @@ import pytest
 
 from hfgd_lab import notebook as nb
 from hfgd_lab.experiments.stop_gradient import STAGES, markdown_table, summarize
+from hfgd_lab.zoo import write_stand_ins
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -68,7 +69,7 @@ def write_fake_results(folder: Path, with_runs: bool = True) -> Path:
 @pytest.fixture(scope="module")
 def stand_ins(tmp_path_factory):
     root = tmp_path_factory.mktemp("notebooks")
-    weights = nb.make_stand_in_zoo(root / "weights")
+    weights = write_stand_ins(root / "weights")
     results = root / "results"
     write_fake_results(results)
     return {"HFGD_LAB_WEIGHTS_DIR": str(weights), "HFGD_LAB_RESULTS_DIR": str(results),
@@ -200,7 +201,7 @@ def test_describe_sg_summary_reports_either_way():
 
 def test_stand_in_zoo_loads(tmp_path, monkeypatch):
     from hfgd_lab import zoo
-    folder = nb.make_stand_in_zoo(tmp_path / "w")
+    folder = write_stand_ins(tmp_path / "w")
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", folder)
     assert zoo.list_pretrained() == ["hfgd_scenes_sg", "hfgd_scenes_nosg", "semantic_fpn_scenes"]
     p = zoo.load_pretrained()
@@ -289,7 +290,7 @@ def test_stored_sg_results_from_files_and_from_the_card(tmp_path, monkeypatch):
     assert r["figure"].name == "sg_fake_summary.png"
     assert r["regime"].startswith("200 labelled scenes of 192 px, 400 iterations of batch 8")
     # no files: the default model's card carries the summary (mean/std per variant)
-    folder = nb.make_stand_in_zoo(tmp_path / "w")
+    folder = write_stand_ins(tmp_path / "w")
     card_path = folder / "hfgd_scenes_sg.json"
     card = json.loads(card_path.read_text())
     runs = [fake_run(v, s, 60.0 + s) for v in ("hfgd_nosg", "hfgd_sg") for s in (0, 1)]

@@ -1,4 +1,6 @@
 """The bundled models: they load by name, and their cards tell the truth."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -60,3 +62,25 @@ def test_bundled_backbone_loads_as_backbone_weights():
 def test_unknown_name_fails_clearly():
     with pytest.raises(CheckpointError, match="no bundled model named 'nope'; available: "):
         load_pretrained("nope")
+
+
+def test_stand_ins_have_the_bundled_architecture(tmp_path):
+    """Tests run the app and notebooks on stand-ins: they must be the shipped models'
+    shape (configs/zoo/finetune.yaml), or the tests would exercise another network."""
+    import yaml
+    from safetensors import safe_open
+
+    from hfgd_lab.zoo import SCENES_MODEL, write_stand_ins
+
+    root = Path(__file__).resolve().parents[1]
+    model_cfg = yaml.safe_load((root / "configs/zoo/finetune.yaml").read_text())["model"]
+    assert model_cfg == SCENES_MODEL
+    folder = write_stand_ins(tmp_path)
+    for name in BUNDLED:
+        real, fake = WEIGHTS_DIR / f"{name}.safetensors", folder / f"{name}.safetensors"
+        with safe_open(real, "pt") as a, safe_open(fake, "pt") as b:
+            assert {k: a.get_slice(k).get_shape() for k in a.keys()} == \
+                   {k: b.get_slice(k).get_shape() for k in b.keys()}, name
+    before = (folder / "hfgd_scenes_sg.safetensors").stat().st_mtime_ns
+    write_stand_ins(folder, seed=1)  # existing files are kept
+    assert (folder / "hfgd_scenes_sg.safetensors").stat().st_mtime_ns == before

@@ -1,7 +1,5 @@
 """Helpers for the app's tests and benchmarks (not used by the app itself).
 
-- :func:`random_checkpoints`: the three bundled model names with random weights in a
-  folder, so tests never depend on the real (trained) weights being present;
 - :func:`huge_png`: a real 20000 x 20000 PNG of one colour, written without ever
   holding the image in memory (a few seconds, about 1 MB);
 - :class:`ServerProcess`: the app launched in a child process (``python -m
@@ -20,47 +18,11 @@ import time
 import zlib
 from pathlib import Path
 
-BUNDLED = ("hfgd_scenes_sg", "hfgd_scenes_nosg", "semantic_fpn_scenes")
-# the bundled models' architecture (the zoo's configs/zoo/finetune.yaml)
-SCENES_MODEL = dict(backbone="convnext_atto", num_classes=10, embed_dim=128, cae_heads=4,
-                    cae_depth=2, decoder_channels=64, output_stride=4,
-                    backbone_kwargs={"dims": [32, 64, 128, 256], "depths": [2, 2, 4, 2]})
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def random_checkpoints(folder, names=BUNDLED, seed: int = 0) -> Path:
-    """Write random-weight checkpoints named like the bundled ones (cards like theirs,
-    with made-up metrics) into ``folder``; existing ones are kept. Returns the folder."""
-    import torch
-
-    from .. import HFGDConfig, build_model
-    from ..data.scenes import SCENE_CLASSES, SCENE_PALETTE
-    from ..engine.checkpoint import save_checkpoint
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    variants = {"hfgd_scenes_sg": ("hfgd_sg", dict(stop_gradient=True)),
-                "hfgd_scenes_nosg": ("hfgd_nosg", dict(stop_gradient=False)),
-                "semantic_fpn_scenes": ("semantic_fpn", dict(arch="semantic_fpn"))}
-    # the shape benchmarks/stop_gradient.py gives the bundled cards
-    experiment = {"title": "random stand-in", "seeds": 3, "variants": {
-        v: {"val_mIoU": {"mean": 50.0 + i, "std": 1.0},
-            **{f"cka_C{s}": {"mean": 0.9 - 0.02 * s, "std": 0.01} for s in (2, 3, 4, 5)}}
-        for i, v in enumerate(("semantic_fpn", "hfgd_nosg", "hfgd_sg"))}}
-    for i, name in enumerate(names):
-        if (folder / f"{name}.json").is_file():
-            continue
-        torch.manual_seed(seed + i)
-        variant, kw = variants.get(name, (name, {}))
-        model = build_model(HFGDConfig(**SCENES_MODEL, **kw)).eval()
-        save_checkpoint(folder / name, model, classes=SCENE_CLASSES, palette=SCENE_PALETTE,
-                        metrics={"val_mIoU": 40.0 + i, "val_mAcc": 50.0 + i,
-                                 "val_aAcc": 70.0 + i, "val_IoU": [40.0] * 10},
-                        extra={"trained_on": "random weights for tests (not trained)",
-                               "variant": variant, "sg_experiment": experiment})
-    return folder
 
 
 def huge_png(path, width: int = 20000, height: int = 20000, color=(90, 140, 200)) -> Path:
