@@ -99,3 +99,19 @@ def test_bad_inputs_exit_with_a_message(tmp_path, capsys):
     (tmp_path / "ok.yaml").write_text("model:\n  num_classes: 10\n")
     assert main(["train", str(tmp_path / "ok.yaml"), "--set", "nokey=1"]) == 2
     assert "unknown key 'nokey'" in capsys.readouterr().err
+
+
+def test_profile_a_shipped_dataset_config_offline(capsys, monkeypatch):
+    """The real-dataset configs ask for timm's pretrained weights; counting parameters and
+    FLOPs must not try to download them (this machine is offline), and --set takes the
+    same model.* keys that train takes."""
+    from pathlib import Path
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "ade20k.yaml"
+    assert "pretrained: true" in cfg.read_text()
+    assert main(["profile", str(cfg), "--size", "64", "64", "--json"]) == 0
+    os4 = json.loads(capsys.readouterr().out)
+    assert main(["profile", str(cfg), "--size", "64", "64", "--json",
+                 "--set", "model.output_stride=8"]) == 0
+    os8 = json.loads(capsys.readouterr().out)
+    assert 0 < os8["gflops"] < os4["gflops"] and os8["params"] > 10**6

@@ -5,9 +5,11 @@ import json
 
 
 def add_arguments(p):
-    p.add_argument("config", nargs="?", help="model YAML (default: HFGDConfig defaults)")
+    p.add_argument("config", nargs="?", help="model or experiment YAML (its model section); "
+                                             "default: HFGDConfig defaults")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override config fields, e.g. output_stride=8")
+                   help="override model fields, e.g. output_stride=8 (or model.output_stride=8, "
+                        "as train takes it)")
     p.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -19,6 +21,9 @@ def run(args):
     from ..utils import apply_overrides
 
     cfg = HFGDConfig.from_yaml(args.config) if args.config else HFGDConfig()
-    cfg = apply_overrides(cfg, args.set)
+    sets = [a[len("model."):] if a.startswith("model.") else a for a in args.set]
+    cfg = apply_overrides(cfg, sets)
+    # counting needs no weights: never download (offline) nor read a weights file
+    cfg = cfg.replace(pretrained=False, backbone_weights=None)
     prof = profile_model(build_model(cfg), (1, 3, *args.size))
     print(json.dumps(prof, indent=2) if args.json else format_profile(prof))
