@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 from hfgd_lab import notebook as nb
@@ -306,3 +307,21 @@ def test_stored_sg_results_from_files_and_from_the_card(tmp_path, monkeypatch):
     assert "mean over 2 seeds" in nb.describe_sg_summary(r["summary"])
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path / "nothing")
     assert nb.stored_sg_results() == []
+
+
+def test_experiment_figures_draw_the_seed_means():
+    """The curves are the mean over seeds of each variant (the band its spread), and the
+    loss panel is log-scaled: what the docs' figures and notebook 03 show."""
+    from hfgd_lab.viz.experiment import plot_experiment, plot_loss_curves, plot_val_curves
+
+    runs = [fake_run(v, s, 60.0 + 2 * s) for v in ("hfgd_nosg", "hfgd_sg") for s in (0, 1, 2)]
+    fig = plot_val_curves(runs)
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    assert set(lines) == {"HFGD no-sg", "HFGD sg"}
+    # fake history: mIoU - 10 + 5 j at iterations 10, 20, 30; seeds give 60, 62, 64
+    np.testing.assert_allclose(lines["HFGD sg"].get_xdata(), [10, 20, 30])
+    np.testing.assert_allclose(lines["HFGD sg"].get_ydata(), [52.0, 57.0, 62.0])
+    assert len(fig.axes[0].collections) == 2  # one std band per variant
+    loss = plot_loss_curves(runs).axes[0]
+    assert loss.get_yscale() == "log" and loss.get_title() == "training loss_up"
+    assert len(plot_experiment(runs).axes) == 4

@@ -32,41 +32,41 @@ def _band(ax, xs, ys, color, label):
         ax.fill_between(xs, m - s, m + s, color=color, alpha=0.2, lw=0)
 
 
-def plot_val_curves(results, ax=None) -> Figure:
-    """Validation mIoU over training, mean ± std over seeds."""
-    fig = None
-    if ax is None:
-        fig = Figure(figsize=(5, 3.6), layout="constrained")
-        ax = fig.subplots()
+def _new_axes(ax):
+    """A fresh (figure, axes) for a standalone plot, or (None, ax) to draw into."""
+    if ax is not None:
+        return None, ax
+    fig = Figure(figsize=(5, 3.6), layout="constrained")
+    return fig, fig.subplots()
+
+
+def _plot_series(results, ax, series: str, key: str, ylabel: str, title: str) -> Figure:
+    """One curve per variant (mean ± std over seeds) of ``run[series][i][key]`` against
+    the iteration, over the iterations that every seed of the variant reached."""
+    fig, ax = _new_axes(ax)
     for v, rs in _by_variant(results).items():
-        n = min(len(r["history"]) for r in rs)
-        xs = [h["iter"] for h in rs[0]["history"][:n]]
-        _band(ax, xs, [[h["mIoU"] for h in r["history"][:n]] for r in rs], COLORS[v], LABELS[v])
+        n = min(len(r[series]) for r in rs)
+        xs = [p["iter"] for p in rs[0][series][:n]]
+        _band(ax, xs, [[p[key] for p in r[series][:n]] for r in rs], COLORS[v], LABELS[v])
     ax.set_xlabel("iteration")
-    ax.set_ylabel("validation mIoU (%)")
-    ax.set_title("validation mIoU")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig or ax.figure
+
+
+def plot_val_curves(results, ax=None) -> Figure:
+    """Validation mIoU over training, mean ± std over seeds."""
+    return _plot_series(results, ax, "history", "mIoU", "validation mIoU (%)",
+                        "validation mIoU")
 
 
 def plot_loss_curves(results, ax=None, key="loss_up") -> Figure:
-    """Training loss of the upsampler (the prediction) over iterations."""
-    fig = None
-    if ax is None:
-        fig = Figure(figsize=(5, 3.6), layout="constrained")
-        ax = fig.subplots()
-    for v, rs in _by_variant(results).items():
-        n = min(len(r["loss_curve"]) for r in rs)
-        xs = [c["iter"] for c in rs[0]["loss_curve"][:n]]
-        _band(ax, xs, [[c[key] for c in r["loss_curve"][:n]] for r in rs], COLORS[v], LABELS[v])
-    ax.set_xlabel("iteration")
-    ax.set_ylabel(key)
-    ax.set_yscale("log")
-    ax.set_title(f"training {key}")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return fig or ax.figure
+    """Training loss of the upsampler (the prediction) over iterations, log scale."""
+    fig = _plot_series(results, ax, "loss_curve", key, key, f"training {key}")
+    (ax or fig.axes[0]).set_yscale("log")
+    return fig
 
 
 def _backbone_norm(g, loss):
@@ -76,10 +76,7 @@ def _backbone_norm(g, loss):
 def plot_gradient_flow(results, ax=None) -> Figure:
     """Gradient norm reaching the backbone from each loss, over training. With every
     stop-gradient on, loss_up sends exactly zero (drawn at the bottom, annotated)."""
-    fig = None
-    if ax is None:
-        fig = Figure(figsize=(5, 3.6), layout="constrained")
-        ax = fig.subplots()
+    fig, ax = _new_axes(ax)
     floor = None
     for v, rs in _by_variant(results).items():
         n = min(len(r["grad_norms"]) for r in rs)
@@ -108,10 +105,7 @@ def plot_gradient_flow(results, ax=None) -> Figure:
 
 def plot_drift(results, ax=None) -> Figure:
     """Linear CKA of each backbone stage to its pretrained state (1 = unchanged)."""
-    fig = None
-    if ax is None:
-        fig = Figure(figsize=(5, 3.6), layout="constrained")
-        ax = fig.subplots()
+    fig, ax = _new_axes(ax)
     groups = _by_variant(results)
     width = 0.8 / max(len(groups), 1)
     xs = np.arange(len(STAGES))
