@@ -18,8 +18,8 @@ TIMEOUT = 180_000  # ms; the machine is shared and can be very slow
 def chromium():
     try:
         return ensure_chromium()
-    except Exception as e:  # no root / no package registry: say so, do not fail obscurely
-        pytest.skip(f"chromium is not available and could not be installed: {e}")
+    except Exception as e:  # no root / no package registry: fail, saying why
+        pytest.fail(f"chromium is not available and could not be installed: {e}")
 
 
 @pytest.fixture(scope="module")
