@@ -99,6 +99,8 @@ def test_similarity_and_guidance_figures(analysis):
     _check(plot_class_similarity(analysis.similarity([1, 2]), analysis.image, 2, NAMES), 3)
     _check(plot_class_similarity(analysis.similarity(0, mode="dot"), analysis.image, 0), 3)
     _check(plot_token_similarity(analysis.token_similarity(), NAMES), 2)
+    with pytest.raises(ValueError, match=r"\(K, K\) similarity matrix"):
+        plot_token_similarity(np.zeros((5, 32)), NAMES)  # raw tokens, not similarities
     _check(plot_shared_pca(analysis.shared_pca(), analysis.image), 3)
     _check(plot_shared_pca(analysis.shared_pca()), 2)
     changes = analysis.decision_changes()

@@ -197,6 +197,9 @@ def plot_token_similarity(matrix, class_names=None, cmap: str = "RdBu_r",
                           annotate: Optional[bool] = None) -> Figure:
     """(K, K) cosine similarity between class tokens. Axes: 2 (matrix + colour bar)."""
     s = np.asarray(matrix)
+    if s.ndim != 2 or s.shape[0] != s.shape[1]:
+        raise ValueError(f"plot_token_similarity needs a (K, K) similarity matrix "
+                         f"(analysis.token_similarity(tokens)), got shape {s.shape}")
     k = len(s)
     names = _names(class_names, k)
     fig, axes = _figure(1, 1, max(3.5, 0.3 * k + 2), 1.0)
