@@ -190,6 +190,22 @@ def test_sliding_window_and_flip(app, examples):
     assert an.analysis.pred_source == "probs"
     assert "sliding window 128 px, flip" in app.segment(
         path, None, Options(max_side=256, sliding=True, window=128, flip=True)).summary
+    # flip alone: the analysed pass is the plain view, so two passes in all, and the
+    # prediction is the mean of both views' probabilities, as engine.inference computes it
+    import torch
+
+    from hfgd_lab.analysis import normalize_image
+    from hfgd_lab.engine.inference import InferenceOptions, predict_probs
+    calls, handle = _count_forwards(app.model(None))
+    try:
+        an = app.analysed(path, None, Options(max_side=200, flip=True))
+    finally:
+        handle.remove()
+    assert len(calls) == 2 and an.analysis.pred_source == "probs"
+    x = normalize_image(an.image.array)
+    ref = predict_probs(app.model(None).model, x, InferenceOptions(flip=True))[0]
+    assert (ref.argmax(0).numpy() != an.analysis.pred).mean() < 1e-3
+    np.testing.assert_allclose(an.analysis.confidence, ref.max(0).values.numpy(), atol=1e-4)
 
 
 def test_options_are_validated():

@@ -251,21 +251,29 @@ class App:
 
         from ..analysis import analyze_image, normalize_image
         from ..engine.inference import InferenceOptions, predict_probs
+        from ..models import resize_logits
 
         t0 = time.perf_counter()
         model = entry.model
-        probs = None
+        probs = outputs = None
         try:
-            if options.sliding or options.flip:
-                progress(0.3, desc="sliding window / flip views")
-                dev = next(model.parameters()).device
-                opts = InferenceOptions(
-                    mode="slide" if options.sliding else "whole",
-                    crop_size=[options.window, options.window] if options.sliding else None,
-                    flip=options.flip)
+            dev = next(model.parameters()).device
+            if options.sliding:
+                progress(0.3, desc="sliding window views")
+                opts = InferenceOptions(mode="slide", crop_size=[options.window] * 2,
+                                        flip=options.flip)
                 probs = predict_probs(model, normalize_image(info.array).to(dev), opts)[0].cpu()
             progress(0.6, desc=f"forward pass of {entry.label}")
-            a = analyze_image(model, info.array, info.target, probs=probs)
+            if options.flip and not options.sliding:
+                # the analysed pass is also the plain view: only the mirrored one is extra
+                x = normalize_image(info.array).to(dev)
+                with torch.no_grad():
+                    outputs = model(x, return_attention=True)
+                plain = resize_logits(outputs.logits, outputs.input_size,
+                                      outputs.output_stride).float().softmax(1)
+                mirrored = predict_probs(model, x.flip(-1)).flip(-1)
+                probs = ((plain + mirrored) / 2)[0].cpu()
+            a = analyze_image(model, info.array, info.target, outputs=outputs, probs=probs)
         except (MemoryError, torch.OutOfMemoryError):
             raise AppError("out of memory running the model: lower the resolution cap") \
                 from None
