@@ -203,5 +203,7 @@ def coco_stuff_lut() -> np.ndarray:
 
 
 def default_palette(n: int) -> np.ndarray:
-    """Distinct-enough colours for ``n`` classes without a palette of their own."""
-    return voc_colormap(max(n + 1, 2))[1:n + 1]
+    """(n, 3) uint8 distinct colours for classes without a palette of their own:
+    Pascal VOC's bit-interleaved palette without its black, so class 0 is visible."""
+    n = int(n)
+    return voc_colormap(max(n + 1, 2))[1:n + 1].copy()

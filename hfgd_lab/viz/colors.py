@@ -9,16 +9,12 @@ from typing import Optional
 
 import numpy as np
 
+from ..data.classes import default_palette  # (n, 3) uint8: VOC's colours without black
+
 __all__ = ["default_palette", "as_palette", "colorize", "blend", "overlay", "heatmap_rgb",
            "heatmap_overlay", "to_uint8", "mark_point", "normalize_map"]
 
 
-def default_palette(n: int) -> np.ndarray:
-    """(n, 3) uint8 distinct colours (Pascal VOC's bit-interleaved palette, with
-    black moved to the end so that class 0 is visible)."""
-    from ..data.classes import voc_colormap
-    n = int(n)
-    return voc_colormap(max(n + 1, 2))[1:n + 1].copy()
 
 
 def as_palette(palette, k: int = 0) -> np.ndarray:
@@ -56,10 +52,9 @@ def colorize(mask, palette=None, ignore_index: int = 255,
     else:
         pal = as_palette(palette, 0)
         valid &= m < len(pal)
-    out = np.empty(m.shape + (3,), np.uint8)
-    out[...] = np.asarray(ignore_color, np.uint8)
-    out[valid] = pal[m[valid]]
-    return out
+    # one table lookup (the palette plus the ignore colour last): no boolean scatter
+    lut = np.concatenate([pal, np.asarray(ignore_color, np.uint8).reshape(1, 3)])
+    return lut[np.where(valid, m, len(pal))]
 
 
 def blend(image, rgb, alpha: float = 0.5, where=None) -> np.ndarray:
