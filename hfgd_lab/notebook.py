@@ -45,7 +45,7 @@ __all__ = ["FAST_ENV", "THREADS_ENV", "RESULTS_ENV", "fast_mode", "pick", "setup
            "Sample", "scene_samples", "validation_scenes", "photo_samples", "AnalysisCache",
            "Panel", "explore", "exercise_panels", "PANELS", "class_areas",
            "plot_class_areas", "plot_prediction_grid", "describe_card",
-           "execute_notebook", "execute_all", "NOTEBOOKS", "describe_sg_summary",
+           "execute_notebook", "NOTEBOOKS", "describe_sg_summary",
            "stored_sg_results"]
 
 FAST_ENV = "HFGD_LAB_FAST"
@@ -536,20 +536,6 @@ def execute_notebook(path, fast: Optional[bool] = None, env: Optional[dict] = No
             cell.get("metadata", {}).pop("execution", None)
         nbformat.write(out, path)
     return nb
-
-
-def execute_all(folder=None, names: Sequence[str] = NOTEBOOKS, fast: bool = False,
-                env: Optional[dict] = None) -> list[tuple[str, float, int]]:
-    """Re-execute the notebooks in place; returns (name, seconds, bytes) per notebook."""
-    folder = Path(folder) if folder else repo_root() / "notebooks"
-    done = []
-    for name in names:
-        t0 = time.perf_counter()
-        execute_notebook(folder / name, fast=fast, env=env)
-        size = (folder / name).stat().st_size
-        done.append((name, time.perf_counter() - t0, size))
-        print(f"{name}: {done[-1][1]:.0f} s, {size / 1e6:.2f} MB", flush=True)
-    return done
 
 
 # ---- the stop-gradient experiment in words ------------------------------------------

@@ -22,7 +22,8 @@ from ..models import resize_logits
 from .grid import cell_of_pixel, crop_grid
 
 __all__ = ["ImageAnalysis", "analyze_image", "IMAGENET_MEAN", "IMAGENET_STD",
-           "normalize_image", "denormalize_image", "fit_max_side", "as_uint8_image"]
+           "normalize_image", "denormalize_image", "fit_max_side", "as_uint8_image",
+           "resize_labels", "HIGH_STRIDE"]
 
 HIGH_STRIDE = 32
 
@@ -79,7 +80,8 @@ def _resize_tensor(x: torch.Tensor, size) -> torch.Tensor:
                          antialias=True)
 
 
-def _resize_labels(target: np.ndarray, size) -> np.ndarray:
+def resize_labels(target: np.ndarray, size) -> np.ndarray:
+    """Nearest-neighbour resize of an (H, W) label map to ``size`` (pixel centres)."""
     h, w = target.shape
     if (h, w) == tuple(size):
         return target
@@ -373,7 +375,7 @@ def analyze_image(model, image, target=None, *, max_side: Optional[int] = None,
         tgt = np.squeeze(tgt)
         if tgt.shape != tuple(orig):
             raise ValueError(f"target shape {tgt.shape} does not match the image {orig}")
-        tgt = _resize_labels(tgt.astype(np.int64), (h, w))
+        tgt = resize_labels(tgt.astype(np.int64), (h, w))
     return ImageAnalysis(
         image=img, input_size=(int(h), int(w)), original_size=tuple(int(v) for v in orig),
         output_stride=os_, grid_high=grid_high,

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..analysis.image import HIGH_STRIDE, resize_labels
 from ..imageio import ImageError, LoadedImage, read_image
 from ..viz import (OUTCOME_COLORS, heatmap_overlay, mark_point, outcome_rgb, overlay,
                    to_uint8)
@@ -32,7 +33,6 @@ __all__ = ["App", "ImageInfo", "Analysed", "SegmentView", "ClassTokenView",
            "GuidanceView", "AttentionView", "CompareView", "ModelInfo"]
 
 Progress = Optional[Callable]
-HIGH_STRIDE = 32
 
 
 def _noop(*_, **__):
@@ -222,7 +222,7 @@ class App:
         kind = example.kind if example else "upload"
         target = None
         if example is not None and example.mask is not None:
-            target = _resize_labels(example.mask, (h, w))
+            target = resize_labels(example.mask, (h, w)).astype(np.int64)
         display = example.name if example else name
         return ImageInfo(digest, display, upright, arr, list(loaded.notes), kind, target)
 
@@ -586,15 +586,6 @@ def _trained_on_line(e: ModelEntry) -> str:
     if t:
         return f"Trained on: {escape(t.rstrip('.'))}."
     return "Its card does not say what it was trained on."
-
-
-def _resize_labels(mask: np.ndarray, size) -> np.ndarray:
-    h, w = mask.shape
-    if (h, w) == tuple(size):
-        return mask.astype(np.int64)
-    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(int), h - 1)
-    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(int), w - 1)
-    return mask[rows][:, cols].astype(np.int64)
 
 
 def _ms(d) -> Optional[tuple]:

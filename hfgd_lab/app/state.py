@@ -60,7 +60,6 @@ class LRU:
         self._sizes: dict = {}
         self._lock = threading.Lock()
         self._key_locks: dict = {}
-        self.hits = self.misses = 0
 
     @property
     def nbytes(self) -> int:
@@ -83,7 +82,6 @@ class LRU:
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
-                self.hits += 1
                 return self._data[key]
             return default
 
@@ -116,8 +114,6 @@ class LRU:
                 value = self.get(key, sentinel)
                 if value is not sentinel:
                     return value
-                with self._lock:
-                    self.misses += 1
                 with self.slots:
                     value = compute()
                 self.put(key, value)
@@ -222,10 +218,6 @@ class ModelEntry:
     @property
     def has_high(self) -> bool:
         return self.arch != "semantic_fpn"
-
-    @property
-    def has_attention(self) -> bool:
-        return self.has_high and int(getattr(self.model.cfg, "cae_depth", 0)) > 0
 
     @property
     def trained_on(self) -> Optional[str]:
@@ -336,9 +328,6 @@ class ModelStore:
     def get(self, spec) -> ModelEntry:
         key, bundled = self.resolve(spec)
         return self._models.get_or_compute(key, lambda: self._load(key, bundled))
-
-    def loaded(self) -> list[str]:
-        return self._models.keys()
 
     def _load(self, key: str, bundled: bool) -> ModelEntry:
         from .. import zoo
