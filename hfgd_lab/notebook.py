@@ -31,7 +31,6 @@ import contextlib
 import io
 import json
 import os
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path

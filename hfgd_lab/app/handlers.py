@@ -70,6 +70,15 @@ class Analysed:
             self.derived[name] = fn()
         return self.derived[name]
 
+    def scores(self):
+        """Scores against the image's ground truth (``analysis.SegScores``), or None."""
+        a = self.analysis
+        if a.target is None:
+            return None
+        from ..analysis import segmentation_scores
+        return self.derive("scores", lambda: segmentation_scores(
+            a.pred, a.target, self.model.num_classes))
+
     def to_analysed(self, x: float, y: float) -> tuple[float, float]:
         """(x, y) in the uploaded image's pixels -> the analysed image's pixels."""
         w0, h0 = self.image.size
@@ -337,14 +346,10 @@ class App:
         conf = np.bincount(a.pred.ravel(), weights=a.confidence.ravel(), minlength=k)[:k]
         present = [int(c) for c in np.argsort(-counts) if counts[c] > 0]
         headers = ["class", "area %", "mean confidence %"]
-        iou = None
-        if a.target is not None:
+        scores = an.scores()
+        iou = None if scores is None else scores.IoU
+        if scores is not None:
             headers.append("IoU % (ground truth)")
-            from ..metrics import SegMetrics
-            m = SegMetrics(num_classes=k, ignore_index=255)
-            m.update(a.pred, a.target)
-            scores = m.compute()
-            iou = scores["IoU"]
         rows = []
         for c in present:
             row = [e.classes[c], round(100.0 * float(counts[c]) / float(counts.sum()), 2),
@@ -356,9 +361,9 @@ class App:
         source = "the augmented views" if a.pred_source == "probs" else "one forward pass"
         parts = [f"{a.input_size[1]}×{a.input_size[0]} px, {escape(options.describe())}; "
                  f"prediction from {source} ({an.seconds:.2f} s, then cached)."]
-        if a.target is not None:
+        if scores is not None:
             parts.append(f"Against this scene's ground truth: pixel accuracy "
-                         f"**{scores['aAcc']:.1f}%**, mIoU **{scores['mIoU']:.1f}**.")
+                         f"**{scores.aAcc:.1f}%**, mIoU **{scores.mIoU:.1f}**.")
         return SegmentView(over, render.legend_html(e.classes, e.palette, present), rows,
                            headers, self.banner(an), " ".join(parts))
 
@@ -523,11 +528,8 @@ class App:
             miou = an.model.val_miou()
             s = f"**{SCENE_VARIANTS[name][1]}** (`{name}`): validation mIoU " + \
                 (f"**{miou:.1f}**" if miou is not None else "not on its card")
-            if an.image.target is not None:
-                from ..metrics import SegMetrics
-                m = SegMetrics(num_classes=an.model.num_classes, ignore_index=255)
-                m.update(an.analysis.pred, an.analysis.target)
-                s += f"; on this scene mIoU {m.compute()['mIoU']:.1f}"
+            if an.scores() is not None:
+                s += f"; on this scene mIoU {an.scores().mIoU:.1f}"
             if ref is not None and an is not ref:
                 same = float((an.analysis.pred == ref.analysis.pred).mean())
                 s += f"; agrees with the sg-on model on {100 * same:.1f}% of pixels"
