@@ -27,9 +27,16 @@ class ImageError(ValueError):
 
 @dataclass
 class LoadedImage:
-    array: np.ndarray                      # (H, W, 3) uint8 RGB
+    array: np.ndarray                      # (H, W, 3) uint8 RGB, writable, upright
     original_size: tuple                   # (W, H) as stored in the file
     notes: list = field(default_factory=list)
+    orientation: int = 1                   # EXIF orientation applied (1: none)
+
+    @property
+    def upright_size(self) -> tuple:
+        """(W, H) of the full-size image once its EXIF rotation is applied."""
+        w, h = self.original_size
+        return (h, w) if self.orientation in (5, 6, 7, 8) else (w, h)
 
 
 _PIL_LIMIT_LOCK = threading.Lock()
@@ -151,7 +158,9 @@ def read_image(source, max_side: int | None = DEFAULT_MAX_SIDE, name: str | None
     except (ValueError, OSError) as e:  # a mode PIL cannot resize or convert (LAB, HSV, ...)
         raise ImageError(f"{name}: cannot convert a {img.mode} image to RGB "
                          f"({type(e).__name__}: {e})") from None
-    return LoadedImage(np.ascontiguousarray(arr, dtype=np.uint8), original, notes)
+    # a copy of its own: PIL-backed arrays are read-only, and callers (torch) want to write
+    return LoadedImage(np.array(arr, dtype=np.uint8, order="C"), original, notes,
+                       orientation if method is not None else 1)
 
 
 _EXIF_TRANSPOSE = {

@@ -62,6 +62,7 @@ def test_rgb_png_is_exact():
     assert out.array.dtype == np.uint8 and out.array.shape == a.shape
     np.testing.assert_array_equal(out.array, a)
     assert out.original_size == (40, 24) and out.notes == []
+    assert out.array.flags.writeable  # its own memory: torch.from_numpy needs no copy
 
 
 def test_grayscale_becomes_three_equal_channels():
@@ -159,6 +160,7 @@ def test_exif_orientation_matches_pil(orientation):
     out = read_image(data)
     np.testing.assert_array_equal(out.array, expected)
     assert out.original_size == (40, 24)  # as stored
+    assert out.upright_size == (out.array.shape[1], out.array.shape[0])  # as shown
     if orientation in (5, 6, 7, 8):
         assert out.array.shape[:2] == (40, 24)
     assert any("EXIF" in n for n in out.notes) == (orientation != 1)

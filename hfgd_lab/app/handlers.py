@@ -222,11 +222,8 @@ class App:
         if W * H > 50_000_000:  # a huge decode was just freed: hand its pages back
             _release_memory()
         arr = loaded.array
-        if not arr.flags.writeable:  # PIL-backed; torch wants writable memory
-            arr = arr.copy()
         h, w = arr.shape[:2]
-        # EXIF rotation by 90 degrees swaps the stored size
-        upright = (W, H) if abs(w / h - W / H) <= abs(w / h - H / W) else (H, W)
+        upright = loaded.upright_size
         example = self.examples.get(digest)
         kind = example.kind if example else "upload"
         target = None
