@@ -27,7 +27,6 @@ Environment: ``HFGD_LAB_FAST`` (fast mode), ``HFGD_LAB_THREADS`` (torch threads)
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -477,24 +476,6 @@ def describe_card(name: str, card: dict) -> str:
 # ---- execution ----------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _environ(changes: dict):
-    old = {k: os.environ.get(k) for k in changes}
-    try:
-        for k, v in changes.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = str(v)
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def execute_notebook(path, fast: Optional[bool] = None, env: Optional[dict] = None,
                      timeout: int = 1800, inplace: bool = True, extra_cells=(),
                      kernel_name: str = "python3", timing: bool = False):
@@ -520,11 +501,12 @@ def execute_notebook(path, fast: Optional[bool] = None, env: Optional[dict] = No
     changes = dict(env or {})
     if fast is not None:
         changes[FAST_ENV] = "1" if fast else None
-    with _environ(changes):
-        client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
-                                resources={"metadata": {"path": str(path.parent)}},
-                                record_timing=timing)
-        client.execute()
+    # the kernel's environment: ours with the changes (None removes); ours stays as it is
+    kernel_env = {k: v for k, v in {**os.environ, **changes}.items() if v is not None}
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
+                            resources={"metadata": {"path": str(path.parent)}},
+                            record_timing=timing)
+    client.execute(env={k: str(v) for k, v in kernel_env.items()})
     # nbclient keeps the widgets' state (store_widget_state=False breaks its Output
     # widget handling); it would double the file (the panels' figures again) and only a
     # live kernel can drive the panels anyway, so it is not stored.
