@@ -74,6 +74,8 @@ def test_one_forward_pass_feeds_every_view(app, examples):
             att = app.attention(str(scene.path), "hfgd_scenes_sg", o, x, y)
         app.segment(str(scene.path), "hfgd_scenes_sg", o, opacity=0.9)
         assert len(calls) == 1
+        # the guidance pictures do not depend on the call: drawn once, then reused
+        assert app.guidance(str(scene.path), "hfgd_scenes_sg", o) is guide
         # different options: a new pass, then cached again
         app.segment(str(scene.path), "hfgd_scenes_sg", Options(max_side=128))
         app.attention(str(scene.path), "hfgd_scenes_sg", Options(max_side=128), 3, 3)

@@ -397,13 +397,19 @@ class App:
 
     def guidance(self, image, model=None, options: Options = Options(),
                  progress: Progress = None) -> GuidanceView:
-        from ..analysis import decision_changes, feature_agreement, shared_pca
         an = self.analysed(image, model, options, progress)
         a, e = an.analysis, an.model
         if not a.has_high:
             return GuidanceView(None, None, None, None, None,
                                 f"`{escape(e.label)}` is a SemanticFPN baseline: it has no HFG "
                                 "branch, so there is no guidance to compare. Pick an HFGD model.")
+        # nothing here depends on the call: drawn once per analysis, reused on every
+        # tab visit and image change
+        return an.derive("guidance_view", lambda: self._guidance_view(an))
+
+    def _guidance_view(self, an: Analysed) -> GuidanceView:
+        from ..analysis import decision_changes, feature_agreement, shared_pca
+        a, e = an.analysis, an.model
         pca = an.derive("pca", lambda: shared_pca(a))
         agree = an.derive("agreement", lambda: feature_agreement(a))
         changes = an.derive("changes", lambda: decision_changes(a))
