@@ -125,11 +125,13 @@ def test_attention_coordinates_map_to_the_analysed_image(app, examples):
     assert max(h, w) == 200 and abs(w / h - W / H) < 0.02
     v = app.attention(str(photo.path), None, o, W / 2, H - 1)  # uploaded image's pixels
     assert v.query == pytest.approx((w / 2, (H - 1) * h / H))
+    assert v.query_image == (round(W / 2), H - 1)  # and back, for the UI's x/y boxes
     v = app.attention(str(photo.path), None, o, w + 5, -3, space="analysed")  # clamped
     assert v.query == pytest.approx((w, 0), abs=0.01)
     assert f"column {(w - 1) // 32})" in v.caption
     v = app.attention(str(photo.path), None, o, 10, 20, space="analysed")
     assert v.query == (10.0, 20.0)
+    assert v.query_image == (round(10 * W / w), round(20 * H / h))
     assert "(row 0, column 0)" in v.caption
     with pytest.raises(AppError, match="outside"):
         app.attention(str(photo.path), None, o, W + 5, 0)

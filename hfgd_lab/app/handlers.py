@@ -85,6 +85,12 @@ class Analysed:
         h, w = self.analysis.input_size
         return x * w / w0, y * h / h0
 
+    def to_image(self, x: float, y: float) -> tuple[int, int]:
+        """The inverse: analysed pixels -> the uploaded image's (whole) pixels."""
+        w0, h0 = self.image.size
+        h, w = self.analysis.input_size
+        return round(x * w0 / w), round(y * h0 / h)
+
 
 @dataclass
 class SegmentView:
@@ -123,6 +129,7 @@ class AttentionView:
     rollout: Optional[np.ndarray]
     caption: str
     query: Optional[tuple]       # (x, y) in the analysed image's pixels
+    query_image: Optional[tuple] = None   # the same, in the uploaded image's pixels
 
 
 @dataclass
@@ -499,7 +506,8 @@ class App:
                 f"the head-averaged layers with the residual path. "
                 f"{100 * pad:.1f}% of the attention (mean over heads) went to padding tokens, "
                 f"which are not drawn.")
-        return AttentionView(marked, render.grid(tiles), roll, text, (xa, ya))
+        return AttentionView(marked, render.grid(tiles), roll, text, (xa, ya),
+                             an.to_image(xa, ya))
 
     def compare(self, image, options: Options = Options(), opacity: float = 0.5,
                 progress: Progress = None) -> CompareView:

@@ -138,15 +138,10 @@ def build_demo(app: App, examples=(), default_model=None, max_side: int = 512) -
         v = app.guidance(image, model, opts(max_side, sliding, window, flip))
         return v.pca_high, v.pca_up, v.pred_high, v.cosine, v.changes, v.stats
 
-    def _attention_out(v, image, model, o):
-        if v.query is None:
+    def _attention_out(v):
+        if v.query_image is None:
             return v.marked, v.grid, v.rollout, v.caption, gr.update(), gr.update()
-        an = app.analysed(image, model, o)
-        w0, h0 = an.image.size
-        h, w = an.analysis.input_size
-        x, y = v.query
-        return (v.marked, v.grid, v.rollout, v.caption,
-                round(x * w0 / w), round(y * h0 / h))
+        return (v.marked, v.grid, v.rollout, v.caption, *v.query_image)
 
     @_guard
     def attention(image, model, max_side, sliding, window, flip, x, y):
@@ -154,7 +149,7 @@ def build_demo(app: App, examples=(), default_model=None, max_side: int = 512) -
             return None, None, None, "", gr.update(), gr.update()
         o = opts(max_side, sliding, window, flip)
         v = app.attention(image, model, o, x, y, space="image")
-        return _attention_out(v, image, model, o)
+        return _attention_out(v)
 
     @_guard
     def attention_click(image, model, max_side, sliding, window, flip, evt: gr.SelectData):
@@ -163,7 +158,7 @@ def build_demo(app: App, examples=(), default_model=None, max_side: int = 512) -
         o = opts(max_side, sliding, window, flip)
         x, y = (evt.index if evt is not None and evt.index is not None else (None, None))
         v = app.attention(image, model, o, x, y, space="analysed")
-        return _attention_out(v, image, model, o)
+        return _attention_out(v)
 
     @_guard
     def attention_reset(image, model, max_side, sliding, window, flip):
@@ -171,7 +166,7 @@ def build_demo(app: App, examples=(), default_model=None, max_side: int = 512) -
             return None, None, None, "", None, None
         o = opts(max_side, sliding, window, flip)
         v = app.attention(image, model, o, None, None)
-        return _attention_out(v, image, model, o)
+        return _attention_out(v)
 
     @_guard
     def compare(image, max_side, sliding, window, flip, opacity, progress=gr.Progress()):
