@@ -21,15 +21,16 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..zoo import BUNDLED_VARIANTS
+
 __all__ = ["AppError", "LRU", "Options", "ModelEntry", "ModelStore", "digest_file",
            "digest_bytes", "digest_array", "SCENE_VARIANTS"]
 
-# the bundled models of the stop-gradient comparison, in display order
-SCENE_VARIANTS = {
-    "hfgd_scenes_sg": ("hfgd_sg", "HFGD, stop-gradient on"),
-    "hfgd_scenes_nosg": ("hfgd_nosg", "HFGD, stop-gradient off"),
-    "semantic_fpn_scenes": ("semantic_fpn", "SemanticFPN (no HFG branch)"),
-}
+_VARIANT_LABELS = {"hfgd_sg": "HFGD, stop-gradient on", "hfgd_nosg": "HFGD, stop-gradient off",
+                   "semantic_fpn": "SemanticFPN (no HFG branch)"}
+# the bundled models of the stop-gradient comparison, in display order: name -> (variant, label)
+SCENE_VARIANTS = {name: (variant, _VARIANT_LABELS[variant])
+                  for name, (variant, _) in BUNDLED_VARIANTS.items()}
 
 
 class AppError(ValueError):
