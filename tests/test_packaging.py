@@ -14,7 +14,7 @@ def test_ci_runs_exactly_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     quick = readme.split("## Quick start", 1)[1].split("```", 2)[1]
     commands = [line.split("#")[0].strip() for line in quick.splitlines() if line.strip()
-                and not line.startswith("bash")]
+                and not line.startswith(("bash", "#"))]
     assert commands == ["./run.sh app", "./run.sh test"]
     ci = [line.strip() for line in (ROOT / ".ci/run").read_text().splitlines()
           if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))]
