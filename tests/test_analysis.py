@@ -9,10 +9,10 @@ import torch
 from hfgd_lab import HFGDConfig, build_model
 from hfgd_lab.analysis import (BOTH_WRONG, BROKE, FIXED, IGNORED, UNCHANGED, analyze_image,
                                attention_rollout, backbone_cka, class_similarity,
-                               compare_predictions, fit_max_side, gradient_norms, linear_cka,
+                               compare_predictions, gradient_norms, linear_cka,
                                mask_to_token_weights, module_groups, normalize_confusion,
-                               normalize_image, pca_colors, segmentation_scores, shared_pca,
-                               token_similarity)
+                               pca_colors, segmentation_scores, shared_pca, token_similarity)
+from hfgd_lab.data import fit_max_side, normalize_image
 from hfgd_lab.models import resize_logits
 from hfgd_lab.models.classifier import classify
 
@@ -50,7 +50,7 @@ def analysis(model, image, target):
 
 
 def _with_attention(a, attn):
-    return dataclasses.replace(a, attentions=np.asarray(attn, np.float32), _cache={})
+    return dataclasses.replace(a, attentions=np.asarray(attn, np.float32))
 
 
 # ---- the stored forward pass --------------------------------------------------------

@@ -210,9 +210,9 @@ def test_colour_mask_and_corrupt_files(tmp_path):
     (tmp_path / "images/b.jpg").write_bytes(b"not a jpeg")
     _mask(tmp_path / "masks/b.png", [0])
     ds = build_dataset("folder", tmp_path)
-    with pytest.raises(DatasetError, match=r"masks/a\.png: mask has mode 'RGB'"):
+    with pytest.raises(DatasetError, match=r"masks/a\.png: a colour \(RGB\) image is not a label map"):
         ds.load(0)
-    with pytest.raises(DatasetError, match=r"images/b\.jpg: cannot read image"):
+    with pytest.raises(DatasetError, match=r"images/b\.jpg: not a readable image"):
         ds.load(1)
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-import hfgd_lab.imageio as imageio
-from hfgd_lab.imageio import MAX_PIXELS, ImageError, read_image
+import hfgd_lab.data.io as imageio
+from hfgd_lab.data.io import MAX_PIXELS, ImageError, read_image
 
 
 def _png(width, height, raw_rows: bytes, bit_depth=8, color_type=2) -> bytes:

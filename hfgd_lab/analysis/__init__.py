@@ -1,6 +1,7 @@
 """Analysis of HFGD: pure functions from model outputs (tensors) to numbers (arrays).
 
-One forward pass per image::
+One forward pass per image (preprocessing is :mod:`hfgd_lab.data`'s, the pass is the
+engine's :func:`hfgd_lab.engine.infer`)::
 
     from hfgd_lab.analysis import analyze_image
     a = analyze_image(model, image_uint8, target=None, max_side=512)
@@ -14,7 +15,11 @@ then, without running the model again:
 - CAE attention: ``attention_at(a, x, y)``, ``class_attention(a, k)``,
   ``region_attention(a, mask)``, ``attention_rollout(attentions)``;
 - embeddings: ``pixel_embedding(a, method="pca" | "tsne")``;
-- scores: ``segmentation_scores(pred, target, K)``.
+- scores: ``segmentation_scores(pred, target, K)``;
+- the pretrained backbone's own ImageNet classifier on a photo: ``analyze_imagenet``.
+
+:class:`AnalysisCache` keeps analysed images (and what is derived from them) for the app
+and the notebooks alike.
 
 On batches and models: ``gradient_norms(model, images, target)`` (stop-gradient probe),
 ``linear_cka(x, y)``, ``backbone_cka(model, pretrained, images)`` (drift per stage).
@@ -23,15 +28,17 @@ Drawing lives in :mod:`hfgd_lab.viz`; nothing here imports matplotlib.
 """
 from .attention import (AttentionMaps, attention_at, attention_rollout, class_attention,
                         fuse_heads, mask_to_token_weights, query_attention, region_attention,
-                        token_index, token_map_to_image)
+                        rollout_rows, token_index, token_map_to_image)
+from .cache import (LRU, AnalysisCache, CachedAnalysis, digest_array, digest_bytes,
+                    digest_file)
 from .embedding import Embedding, embed, grid_labels, pixel_embedding
 from .grid import cell_of_pixel, cells_to_image, crop_grid, resize_between_strides
 from .guidance import (BOTH_WRONG, BROKE, FIXED, IGNORED, OUTCOME_NAMES, UNCHANGED,
                        DecisionChanges, FeatureAgreement, PCAColors, SharedPCA,
                        compare_predictions, decision_changes, feature_agreement, pca_colors,
                        shared_pca)
-from .image import (IMAGENET_MEAN, IMAGENET_STD, ImageAnalysis, analyze_image,
-                    as_uint8_image, denormalize_image, fit_max_side, normalize_image)
+from .image import HIGH_STRIDE, ImageAnalysis, analyze_image
+from .imagenet import ImageNetView, analyze_imagenet, imagenet_view
 from .probes import (GradientNorms, backbone_cka, gradient_norms, linear_cka, module_groups,
                      stage_features)
 from .scores import SegScores, normalize_confusion, scores_from_confusion, segmentation_scores
@@ -39,8 +46,11 @@ from .similarity import ClassSimilarity, class_similarity, feature_similarity, t
 
 __all__ = [
     # one forward pass
-    "ImageAnalysis", "analyze_image", "IMAGENET_MEAN", "IMAGENET_STD", "normalize_image",
-    "denormalize_image", "fit_max_side", "as_uint8_image",
+    "ImageAnalysis", "analyze_image", "HIGH_STRIDE",
+    # the one cache
+    "LRU", "AnalysisCache", "CachedAnalysis", "digest_array", "digest_bytes", "digest_file",
+    # the pretrained classifier
+    "ImageNetView", "imagenet_view", "analyze_imagenet",
     # class-token similarity
     "ClassSimilarity", "class_similarity", "feature_similarity", "token_similarity",
     # guidance vs upsampler
@@ -49,7 +59,7 @@ __all__ = [
     "UNCHANGED", "FIXED", "BROKE", "BOTH_WRONG", "IGNORED", "OUTCOME_NAMES",
     # attention
     "AttentionMaps", "attention_at", "class_attention", "region_attention",
-    "query_attention", "attention_rollout", "fuse_heads", "token_index",
+    "query_attention", "attention_rollout", "rollout_rows", "fuse_heads", "token_index",
     "token_map_to_image", "mask_to_token_weights",
     # probes
     "GradientNorms", "gradient_norms", "module_groups", "linear_cka", "stage_features",

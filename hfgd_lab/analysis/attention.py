@@ -16,7 +16,7 @@ import torch
 
 from .grid import cell_of_pixel, cells_to_image, crop_grid
 
-__all__ = ["AttentionMaps", "attention_rollout", "fuse_heads", "token_index",
+__all__ = ["AttentionMaps", "attention_rollout", "rollout_rows", "fuse_heads", "token_index",
            "token_map_to_image", "mask_to_token_weights", "query_attention",
            "attention_at", "region_attention", "class_attention"]
 
@@ -72,6 +72,27 @@ def attention_rollout(attentions, head_fusion: str = "mean",
         a = a / a.sum(-1, keepdims=True)
         r = a @ r
     return r.astype(np.float32)
+
+
+def rollout_rows(attentions, weights, head_fusion: str = "mean",
+                 residual: bool = True) -> np.ndarray:
+    """``weights @ attention_rollout(attentions)`` without forming the (N, N) rollout:
+    vector-matrix products from the last layer down, O(L N^2) instead of O(L N^3), so a
+    click on a 2048-pixel image costs milliseconds, not seconds.
+
+    Args:
+        attentions: (L, heads, N, N); weights: (N,) or (Q, N) query weights.
+    Returns:
+        (N,) or (Q, N) float32 rows of the rollout.
+    """
+    fused = fuse_heads(attentions, head_fusion)
+    v = np.asarray(weights, dtype=np.float64)
+    for a in fused[::-1]:        # R = A_L' ... A_1', so w R = ((w A_L') ...) A_1'
+        if residual:
+            a = a + np.eye(a.shape[-1])
+        a = a / a.sum(-1, keepdims=True)
+        v = v @ a
+    return v.astype(np.float32)
 
 
 def token_index(x: float, y: float, input_size, grid_high) -> int:
@@ -154,7 +175,8 @@ def query_attention(attentions, weights, grid_high, input_size, rollout=None,
         attentions: (L, heads, N, N) array (rows: queries).
         weights: (N,) non-negative query weights (a one-hot vector for one token).
         grid_high: padded token grid (gh, gw); input_size: (H, W).
-        rollout: precomputed (N, N) rollout matrix (computed here if None).
+        rollout: a precomputed (N, N) rollout matrix; None: the query's rollout row is
+            computed directly (:func:`rollout_rows`).
         mode: upsampling, ``"nearest"`` (token cells) or ``"bilinear"``.
     """
     a = attentions if isinstance(attentions, np.ndarray) else _as_array(attentions)
@@ -166,8 +188,9 @@ def query_attention(attentions, weights, grid_high, input_size, rollout=None,
         rows = np.einsum("n,lhnm->lhm", w[nz], a[:, :, nz, :])
     rows = rows.astype(np.float32)
     if rollout is None:
-        rollout = attention_rollout(a)
-    roll = (w[nz] @ rollout[nz]).astype(np.float32)
+        roll = rollout_rows(a, w)
+    else:
+        roll = (w[nz] @ rollout[nz]).astype(np.float32)
     gh, gw = grid_high
     ch, cw = crop_grid(input_size, STRIDE)
     grid = rows.reshape(*rows.shape[:2], gh, gw)[..., :ch, :cw]
@@ -188,7 +211,7 @@ def attention_at(analysis, x: float, y: float, mode: str = "nearest") -> Attenti
     w = np.zeros(n)
     w[r * analysis.grid_high[1] + c] = 1.0
     return query_attention(analysis.attentions, w, analysis.grid_high, analysis.input_size,
-                           analysis.rollout_matrix(), mode, label=f"pixel ({x:.0f}, {y:.0f})",
+                           None, mode, label=f"pixel ({x:.0f}, {y:.0f})",
                            query=(float(x), float(y)), query_token=(r, c))
 
 
@@ -199,7 +222,7 @@ def region_attention(analysis, mask, mode: str = "nearest",
     analysis.require_attention()
     w = mask_to_token_weights(mask, analysis.grid_high)
     return query_attention(analysis.attentions, w, analysis.grid_high, analysis.input_size,
-                           analysis.rollout_matrix(), mode, label=label)
+                           None, mode, label=label)
 
 
 def class_attention(analysis, k: int, branch: str = "up", mode: str = "nearest",

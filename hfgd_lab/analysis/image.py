@@ -1,10 +1,11 @@
 """One forward pass, kept: :class:`ImageAnalysis` holds what every picture needs.
 
-``analyze_image`` runs the model once (eval mode, no grad, attention maps on) and
-stores its outputs for one image; every analysis (similarity maps, shared PCA,
-agreement, attention for any clicked pixel, embeddings) is then derived from the
-stored result without touching the model again, so a UI can answer a click in
-milliseconds.
+:func:`analyze_image` prepares the image with the model's own normalisation
+(:func:`hfgd_lab.data.prepare_image`), runs it through the engine's one inference
+function (:func:`hfgd_lab.engine.infer`, attention maps kept, test-time augmentation when
+asked) and keeps the outputs for one image; every analysis (similarity maps, shared PCA,
+agreement, attention for any clicked pixel, embeddings) is then derived from the stored
+result without touching the model again, so a UI can answer a click in milliseconds.
 """
 from __future__ import annotations
 
@@ -15,79 +16,20 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..data.preprocess import (as_uint8_image, denormalize_image, fit_max_side, prepare_image,
+                               resize_labels)
+from ..engine.inference import InferenceOptions, infer
 from ..models import resize_logits
+from .attention import attention_at, attention_rollout, class_attention, region_attention
+from .embedding import pixel_embedding
 from .grid import cell_of_pixel, crop_grid
+from .guidance import decision_changes, feature_agreement, shared_pca
+from .similarity import class_similarity, token_similarity
 
-__all__ = ["ImageAnalysis", "analyze_image", "IMAGENET_MEAN", "IMAGENET_STD",
-           "normalize_image", "denormalize_image", "fit_max_side", "as_uint8_image",
-           "resize_labels", "HIGH_STRIDE"]
+__all__ = ["ImageAnalysis", "analyze_image", "HIGH_STRIDE"]
 
 HIGH_STRIDE = 32
-
-
-# ---- image conversion ---------------------------------------------------------------
-
-def as_uint8_image(image) -> np.ndarray:
-    """A PIL image or numpy array (HxW, HxWx1, HxWx3, HxWx4; uint8) as HxWx3 uint8."""
-    if not isinstance(image, np.ndarray):  # PIL.Image and friends
-        image = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
-    if image.dtype != np.uint8:
-        raise TypeError(f"numpy images must be uint8 (0..255), got {image.dtype}; pass "
-                        "a normalised torch tensor for float input")
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"image must be HxW, HxWx3 or HxWx4, got shape {image.shape}")
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, 2)
-    return np.ascontiguousarray(image[..., :3])
-
-
-def normalize_image(image: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> (1, 3, H, W) float32, normalised with ImageNet mean and std."""
-    # np.require copies read-only arrays (e.g. from PIL), which torch.from_numpy warns about
-    x = torch.from_numpy(np.require(as_uint8_image(image), requirements="W"))
-    x = x.permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return ((x - mean) / std)[None]
-
-
-def denormalize_image(x: torch.Tensor) -> np.ndarray:
-    """(3, H, W) or (1, 3, H, W) normalised tensor -> HxWx3 uint8 (for display)."""
-    if x.dim() == 4:
-        x = x[0]
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
-    y = (x.detach().float() * std + mean).clamp(0, 1).mul(255).round().byte()
-    return y.permute(1, 2, 0).cpu().numpy()
-
-
-def fit_max_side(size, max_side: Optional[int]) -> tuple[int, int]:
-    """``(H, W)`` scaled down (never up) so that its longer side is at most ``max_side``."""
-    h, w = size
-    if not max_side or max(h, w) <= max_side:
-        return int(h), int(w)
-    s = max_side / max(h, w)
-    return max(1, round(h * s)), max(1, round(w * s))
-
-
-def _resize_tensor(x: torch.Tensor, size) -> torch.Tensor:
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False,
-                         antialias=True)
-
-
-def resize_labels(target: np.ndarray, size) -> np.ndarray:
-    """Nearest-neighbour resize of an (H, W) label map to ``size`` (pixel centres)."""
-    h, w = target.shape
-    if (h, w) == tuple(size):
-        return target
-    rows = np.minimum((np.arange(size[0]) + 0.5) * h / size[0], h - 1).astype(int)
-    cols = np.minimum((np.arange(size[1]) + 0.5) * w / size[1], w - 1).astype(int)
-    return target[rows][:, cols]
 
 
 def _predict(logits: torch.Tensor, input_size, stride: int, chunk: int = 16384):
@@ -164,7 +106,6 @@ class ImageAnalysis:
     target: Optional[np.ndarray] = None
     pred_source: str = "forward"
     timings: dict = field(default_factory=dict)
-    _cache: dict = field(default_factory=dict, repr=False)
 
     # ---- shape facts ----------------------------------------------------------------
     @property
@@ -225,61 +166,82 @@ class ImageAnalysis:
     # ---- derived analyses (thin wrappers over the functions of this package) ---------
     def similarity(self, classes=None, mode: str = "cosine", size: str = "image"):
         """See :func:`hfgd_lab.analysis.class_similarity`."""
-        from .similarity import class_similarity
         return class_similarity(self, classes, mode, size)
 
     def token_similarity(self) -> np.ndarray:
-        from .similarity import token_similarity
         return token_similarity(self.class_tokens)
 
     def shared_pca(self, **kw):
         """See :func:`hfgd_lab.analysis.shared_pca`."""
-        from .guidance import shared_pca
         return shared_pca(self, **kw)
 
     def agreement(self):
         """See :func:`hfgd_lab.analysis.feature_agreement`."""
-        from .guidance import feature_agreement
         return feature_agreement(self)
 
     def decision_changes(self, target=None, ignore_index: int = 255):
         """See :func:`hfgd_lab.analysis.decision_changes`."""
-        from .guidance import decision_changes
         return decision_changes(self, target, ignore_index)
 
     def attention(self, x: float, y: float, mode: str = "nearest"):
         """See :func:`hfgd_lab.analysis.attention_at`."""
-        from .attention import attention_at
         return attention_at(self, x, y, mode=mode)
 
     def class_attention(self, k: int, branch: str = "up", mode: str = "nearest"):
         """See :func:`hfgd_lab.analysis.class_attention`."""
-        from .attention import class_attention
         return class_attention(self, k, branch=branch, mode=mode)
 
     def region_attention(self, mask, mode: str = "nearest", label: str = "region"):
-        from .attention import region_attention
         return region_attention(self, mask, mode=mode, label=label)
 
     def rollout_matrix(self, head_fusion: str = "mean") -> np.ndarray:
-        """(N, N) attention rollout over all layers, computed once and cached."""
-        key = ("rollout", head_fusion, id(self.attentions))  # a replaced array misses
-        if key not in self._cache:
-            from .attention import attention_rollout
-            self.require_attention()
-            self._cache[key] = attention_rollout(self.attentions, head_fusion=head_fusion)
-        return self._cache[key]
+        """(N, N) attention rollout over all layers (queries need only its rows, which
+        :func:`hfgd_lab.analysis.attention.rollout_rows` computes without it)."""
+        self.require_attention()
+        return attention_rollout(self.attentions, head_fusion=head_fusion)
 
     def embedding(self, **kw):
         """See :func:`hfgd_lab.analysis.pixel_embedding`."""
-        from .embedding import pixel_embedding
         return pixel_embedding(self, **kw)
 
 
 # ---- the forward pass ---------------------------------------------------------------
 
-def _prepare(image, max_side):
-    """-> (normalised (1,3,H,W) tensor, uint8 image, original size)."""
+def analyze_image(model, image, target=None, *, max_side: Optional[int] = None,
+                  outputs=None, probs=None, options: Optional[InferenceOptions] = None,
+                  index: int = 0, device=None) -> ImageAnalysis:
+    """Run ``model`` once on ``image`` and keep what every analysis needs.
+
+    Args:
+        model: an HFGD model (or its SemanticFPN baseline), or a
+            :class:`hfgd_lab.engine.LoadedModel`.
+        image: (H, W, 3) uint8 array or PIL image (normalised here with the model's own
+            ``cfg.normalization``), or an already normalised (3, H, W) / (1, 3, H, W)
+            tensor.
+        target: optional (H0, W0) integer label map for the original image.
+        max_side: downscale (never upscale) so the longer side is at most this, before
+            the forward pass; queries are then in the downscaled pixels.
+        outputs: precomputed :class:`HFGDOutput` for this (already resized) image; the
+            forward pass is skipped. Include ``attentions`` for the attention analyses.
+        probs: optional (K, H, W) (or (1, K, H, W)) image-size probabilities, e.g. from
+            test-time augmentation; ``pred`` and ``confidence`` then come from them
+            (``pred_source == "probs"``) while features, logits and attention come from
+            the single whole-image pass.
+        options: test-time augmentation (:class:`hfgd_lab.engine.InferenceOptions`); the
+            whole-image pass is one of its views, run once (``engine.infer``).
+        index: which batch element of ``outputs`` to keep.
+        device: where to run the forward pass (default: the model's device).
+
+    Returns:
+        :class:`ImageAnalysis`.
+
+    Raises:
+        ValueError: tensors of the wrong shape, or ``outputs`` / ``probs`` / ``target``
+            that do not fit the analysed image.
+    """
+    net = getattr(model, "model", model)          # a LoadedModel or a bare model
+    mean, std = net.cfg.normalization
+    t0 = time.perf_counter()
     if isinstance(image, torch.Tensor):
         x = image if image.dim() == 4 else image[None]
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
@@ -289,59 +251,31 @@ def _prepare(image, max_side):
         orig = tuple(x.shape[-2:])
         size = fit_max_side(orig, max_side)
         if size != orig:
-            x = _resize_tensor(x, size)
-        return x, denormalize_image(x), orig
-    img = as_uint8_image(image)
-    orig = img.shape[:2]
-    size = fit_max_side(orig, max_side)
-    if size != tuple(orig):
-        t = torch.from_numpy(img).permute(2, 0, 1)[None].float()
-        img = _resize_tensor(t, size).clamp(0, 255).round().byte()[0].permute(1, 2, 0).numpy()
-        img = np.ascontiguousarray(img)
-    return normalize_image(img), img, tuple(orig)
-
-
-def analyze_image(model, image, target=None, *, max_side: Optional[int] = None,
-                  outputs=None, probs=None, index: int = 0, device=None) -> ImageAnalysis:
-    """Run ``model`` once on ``image`` and keep what every analysis needs.
-
-    Args:
-        model: an HFGD model (or its SemanticFPN baseline) from ``build_model``.
-        image: HxWx3 uint8 numpy array (or PIL image; normalised with ImageNet mean and
-            std here), or a normalised ``(3, H, W)`` / ``(1, 3, H, W)`` tensor.
-        target: optional (H0, W0) integer label map for the original image.
-        max_side: downscale (never upscale) so the longer side is at most this, before
-            the forward pass; queries are then in the downscaled pixels.
-        outputs: precomputed :class:`HFGDOutput` for this (already resized) image, e.g.
-            from sliding-window or flip inference in the engine; the forward pass is
-            skipped. Include ``attentions`` for the attention analyses.
-        probs: optional (K, H, W) (or (1, K, H, W)) image-size upsampler probabilities
-            for the analysed image, e.g. ``engine.inference.predict_probs`` with flip /
-            sliding-window / multi-scale options; ``pred`` and ``confidence`` then come
-            from them (``pred_source == "probs"``) while features, logits and attention
-            come from the single forward pass.
-        index: which batch element of ``outputs`` to keep.
-        device: where to run the forward pass (default: the model's device).
-
-    Returns:
-        :class:`ImageAnalysis`.
-    """
-    t0 = time.perf_counter()
-    x, img, orig = _prepare(image, max_side)
+            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear",
+                                                align_corners=False, antialias=True)
+        img = denormalize_image(x, mean, std)
+    else:
+        arr = as_uint8_image(image)
+        orig = tuple(arr.shape[:2])
+        x, img = prepare_image(arr, mean, std, max_side)
     h, w = x.shape[-2:]
     if outputs is None:
-        dev = device or next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                outputs = model(x.to(dev), return_attention=True)
-        finally:
-            model.train(was_training)
+        dev = device or next(net.parameters()).device
+        result = infer(net, x.to(dev), options, keep_outputs=True)
+        outputs = result.outputs
+        if options is not None and (options.flip or options.mode != "whole"
+                                    or list(options.scales) != [1.0]):
+            probs = result.probs
     elif tuple(outputs.input_size) != (h, w):
         raise ValueError(f"outputs were computed for an input of {tuple(outputs.input_size)}, "
                          f"the analysed image is {(h, w)} (check max_side)")
     t1 = time.perf_counter()
+    return _from_outputs(net, outputs, img, orig, target, probs, index,
+                         {"forward": t1 - t0}, t1)
+
+
+def _from_outputs(model, outputs, img, orig, target, probs, index, timings, t1):
+    h, w = img.shape[:2]
 
     def one(t):
         return None if t is None else t[index].detach().float().cpu()
@@ -376,6 +310,7 @@ def analyze_image(model, image, target=None, *, max_side: Optional[int] = None,
         if tgt.shape != tuple(orig):
             raise ValueError(f"target shape {tgt.shape} does not match the image {orig}")
         tgt = resize_labels(tgt.astype(np.int64), (h, w))
+    timings = {**timings, "post": time.perf_counter() - t1}
     return ImageAnalysis(
         image=img, input_size=(int(h), int(w)), original_size=tuple(int(v) for v in orig),
         output_stride=os_, grid_high=grid_high,
@@ -386,5 +321,4 @@ def analyze_image(model, image, target=None, *, max_side: Optional[int] = None,
         logit_scale=float(scale.detach().exp()) if scale is not None else None,
         attentions=attn, pred=pred, pred_high=pred_high, confidence=conf,
         confidence_high=conf_high, probs=logits.softmax(0).numpy(), probs_high=probs_high,
-        target=tgt, pred_source=pred_source,
-        timings={"forward": t1 - t0, "post": time.perf_counter() - t1})
+        target=tgt, pred_source=pred_source, timings=timings)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..metrics import SegMetrics
+
 __all__ = ["SegScores", "segmentation_scores", "scores_from_confusion", "normalize_confusion"]
 
 
@@ -27,25 +29,8 @@ class SegScores:
     aAcc: float
 
 
-def _metrics(num_classes: int, ignore_index: int):
-    try:
-        from ..metrics import SegMetrics
-    except ImportError:  # pragma: no cover - only while metrics.py is missing
-        SegMetrics = None
-    if SegMetrics is not None:
-        return SegMetrics(num_classes, ignore_index=ignore_index)
-
-    class _Tiny:  # the same counting, for a tree without hfgd_lab.metrics
-        def __init__(self):
-            self.confusion = np.zeros((num_classes, num_classes), np.int64)
-
-        def update(self, pred, target):
-            p, t = np.asarray(pred).ravel(), np.asarray(target).ravel()
-            keep = t != ignore_index
-            self.confusion += np.bincount(t[keep] * num_classes + p[keep],
-                                          minlength=num_classes ** 2).reshape(
-                                              num_classes, num_classes)
-    return _Tiny()
+def _metrics(num_classes: int, ignore_index: int) -> SegMetrics:
+    return SegMetrics(num_classes, ignore_index=ignore_index)
 
 
 def scores_from_confusion(confusion) -> SegScores:

@@ -37,9 +37,10 @@ def run(args):
     from ..engine.experiment import EvalConfig, ExperimentConfig
     from ..engine.inference import InferenceOptions
     from ..utils import parse_override
-    from ..zoo import resolve_model
+    from ..engine.loaded import from_pretrained
 
-    model, card, ckpt_stem = resolve_model(args.checkpoint)
+    loaded = from_pretrained(args.checkpoint)
+    model, card, ckpt_stem = loaded.model, loaded.card, loaded.output_stem
     if args.config:
         exp = ExperimentConfig.from_yaml(args.config)
         data, ev = exp.data.__dict__.copy(), exp.eval.__dict__.copy()
@@ -63,7 +64,8 @@ def run(args):
         ev.max_images = args.max_images
     ev.validate()
 
-    dataset = build_dataset(name, root, split, transform=build_eval_transform(), **kwargs)
+    dataset = build_dataset(name, root, split,
+                            transform=build_eval_transform(*model.cfg.normalization), **kwargs)
     if len(dataset.CLASSES) != model.cfg.num_classes:
         raise ValueError(f"dataset {name!r} has {len(dataset.CLASSES)} classes but the model "
                          f"predicts {model.cfg.num_classes}")

@@ -41,34 +41,33 @@ def run(args):
     from PIL import Image
     from tqdm.auto import tqdm
 
+    from ..data import ImageError, read_image
     from ..engine.inference import InferenceOptions
-    from ..engine.predictor import Predictor
-    from ..imageio import ImageError, read_image
-    from ..zoo import resolve_model
+    from ..engine.loaded import from_pretrained
+    from ..viz import colorize, overlay
 
-    model, card, _ = resolve_model(args.checkpoint)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else ("cpu" if args.device == "auto" else args.device))
     if args.mode == "slide" and not args.crop:
         raise ValueError("--mode slide needs --crop H W")
     opts = InferenceOptions(args.mode, args.crop, args.stride, args.scales, args.flip)
-    predictor = Predictor(model.to(device), card, device)
+    predictor = from_pretrained(args.checkpoint, device=device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     failures = 0
     for path in tqdm(expand_inputs(args.images), desc="predict"):
         try:
-            img = read_image(path, max_side=args.max_side)
+            img = read_image(path, max_side=None)
         except ImageError as e:
             print(f"skipped: {e}")
             failures += 1
             continue
-        labels, _ = predictor.segment(img.array, opts)
+        labels, _ = predictor.segment(img.array, opts, max_side=args.max_side)
         stem = path.stem
         dtype = np.uint8 if predictor.num_classes <= 256 else np.uint16
         Image.fromarray(labels.astype(dtype)).save(out / f"{stem}_labels.png")
-        Image.fromarray(predictor.colorize(labels)).save(out / f"{stem}_mask.png")
-        Image.fromarray(predictor.overlay(img.array, labels, args.opacity)).save(
+        Image.fromarray(colorize(labels, predictor.palette)).save(out / f"{stem}_mask.png")
+        Image.fromarray(overlay(img.array, labels, predictor.palette, args.opacity)).save(
             out / f"{stem}_overlay.png")
         for note in img.notes:
             print(f"{path.name}: {note}")

@@ -1,9 +1,12 @@
 """SegDataset: the one dataset interface the engine, the analysis tools and the app use.
 
 A dataset is a list of (image file, mask file) pairs plus a label mapping; ``load(i)``
-reads one pair and applies the mapping, ``ds[i]`` also runs the transform. Missing files
-fail at construction (one directory listing, no per-file stat); what needs the pixels
-(sizes, label values) is checked at load time, cheaply, and every message names the file.
+reads one pair through the project's one image reader and one label-map reader
+(:mod:`hfgd_lab.data.io`: bit depth by format, alpha on white, EXIF applied to both,
+lossless masks only) and applies the mapping; ``ds[i]`` also runs the transform. Missing
+files fail at construction (one directory listing, no per-file stat); what needs the
+pixels (sizes, label values) is checked at load time, cheaply, and every message names
+the file.
 """
 from __future__ import annotations
 
@@ -11,41 +14,14 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from .classes import IGNORE_INDEX
+from .io import ImageError, LabelMapError, read_image, read_label_map
+from .transforms import build_eval_transform
 
 
 class DatasetError(ValueError):
     """A dataset file is unreadable or inconsistent; the message names the file."""
-
-
-def read_image(path: Path) -> np.ndarray:
-    """An image file as RGB uint8 (H, W, 3); greyscale and palette images are converted."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise DatasetError(f"{path}: cannot read image ({e})") from None
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """A label PNG as integers (H, W): mode L / P give uint8 (palette PNGs give their
-    indices, as VOC stores them), 16-bit PNGs give int64."""
-    try:
-        with Image.open(path) as im:
-            if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
-                raise DatasetError(
-                    f"{path}: mask has mode {im.mode!r} ({len(im.getbands())} channels); "
-                    "expected a single-channel label PNG (mode L or P) of class indices")
-            mask = np.asarray(im)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: mask file not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise DatasetError(f"{path}: cannot read mask ({e})") from None
-    return mask if mask.dtype == np.uint8 else mask.astype(np.int64)
 
 
 def list_files(folder: Path, suffixes: tuple[str, ...], recursive: bool = False) -> dict[str, Path]:
@@ -85,6 +61,19 @@ def require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: {what} directory not found")
     return path
+
+
+def apply_lut(lut: np.ndarray, mask: np.ndarray, path) -> np.ndarray:
+    """Raw label -> train id through a 256-entry table, for a label map of any integer
+    type; values the table does not cover fail, naming them."""
+    if mask.dtype != np.uint8:
+        if mask.size and int(mask.max()) >= len(lut):
+            values = np.unique(mask[mask >= len(lut)])
+            shown = ", ".join(str(v) for v in values[:10]) + (" ..." if values.size > 10 else "")
+            raise DatasetError(f"{path}: raw label values {shown} are outside this dataset's "
+                               f"label table (raw values 0..{len(lut) - 1})")
+        mask = mask.astype(np.intp)
+    return lut[mask]
 
 
 class SegDataset:
@@ -134,17 +123,23 @@ class SegDataset:
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(RGB uint8 (H, W, 3), train ids (H, W), 255 = ignore), checked."""
         image_path, mask_path = self.samples[i]
-        image, mask = read_image(image_path), read_mask(mask_path)
+        if not image_path.is_file():
+            raise FileNotFoundError(f"{image_path}: image file not found")
+        if not mask_path.is_file():
+            raise FileNotFoundError(f"{mask_path}: mask file not found")
+        try:
+            image = read_image(image_path, max_side=None, min_side=1).array
+            mask = read_label_map(mask_path)
+        except (ImageError, LabelMapError) as e:
+            raise DatasetError(str(e)) from None
         if image.shape[:2] != mask.shape:
             raise DatasetError(
                 f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from "
-                f"image {image_path} size {image.shape[1]}x{image.shape[0]}")
+                f"image {image_path} size {image.shape[1]}x{image.shape[0]} (both upright, "
+                "after their EXIF orientation)")
         lut = self.label_lut(mask_path)
         if lut is not None:
-            if mask.dtype != np.uint8:
-                raise DatasetError(f"{mask_path}: expected an 8-bit label PNG, got "
-                                   f"values up to {int(mask.max())}")
-            mask = lut[mask]
+            mask = apply_lut(lut, mask, mask_path)
         self.check_labels(mask, mask_path)
         return image, mask
 
@@ -169,7 +164,6 @@ class SegDataset:
         image, mask = self.load(i)
         sample = {"image": image, "mask": mask, "name": self.name(i)}
         if self.transform is None:
-            from .transforms import build_eval_transform
             self.transform = build_eval_transform()
         return self.transform(sample)
 

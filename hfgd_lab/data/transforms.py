@@ -14,9 +14,7 @@ import torch
 from PIL import Image
 
 from .classes import IGNORE_INDEX
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize_array
 
 
 def _uniform(low: float, high: float) -> float:
@@ -199,19 +197,21 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 
 class Normalize:
-    """uint8 RGB -> float32 ``(x / 255 - mean) / std`` (still HWC)."""
+    """uint8 RGB -> float32 ``(x / 255 - mean) / std`` (still HWC), by
+    :func:`hfgd_lab.data.preprocess.normalize_array` (the one normalisation of every
+    path). ``mean``/``std`` are the backbone's (``HFGDConfig.normalization``)."""
 
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        self.mean = np.asarray(mean, np.float32) * 255.0
-        self.std = np.asarray(std, np.float32) * 255.0
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
 
     def __call__(self, sample):
         out = dict(sample)
-        out["image"] = (sample["image"].astype(np.float32) - self.mean) / self.std
+        out["image"] = normalize_array(sample["image"], self.mean, self.std)
         return out
 
     def __repr__(self):
-        return f"Normalize(mean={tuple(self.mean / 255)}, std={tuple(self.std / 255)})"
+        return f"Normalize(mean={self.mean}, std={self.std})"
 
 
 class Pad:
@@ -266,17 +266,20 @@ class ToTensor:
 
 def build_train_transform(crop_size, scale=(0.5, 2.0), base_size=None,
                           cat_max_ratio: float = 0.75, flip: bool = True,
-                          photometric: bool = True) -> Compose:
-    """mmseg's training pipeline: resize, crop, flip, photometric, normalise, pad."""
+                          photometric: bool = True, mean=IMAGENET_MEAN,
+                          std=IMAGENET_STD) -> Compose:
+    """mmseg's training pipeline: resize, crop, flip, photometric, normalise (with the
+    backbone's ``mean``/``std``), pad."""
     steps = [RandomResize(scale, base_size), RandomCrop(crop_size, cat_max_ratio)]
     if flip:
         steps.append(RandomFlip(0.5))
     if photometric:
         steps.append(PhotoMetricDistortion())
-    steps += [Normalize(), Pad(crop_size), ToTensor()]
+    steps += [Normalize(mean, std), Pad(crop_size, mean=mean), ToTensor()]
     return Compose(steps)
 
 
-def build_eval_transform() -> Compose:
-    """Whole image, normalised, as tensors (sliding windows are the engine's job)."""
-    return Compose([Normalize(), ToTensor()])
+def build_eval_transform(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Compose:
+    """Whole image, normalised with the backbone's ``mean``/``std``, as tensors (sliding
+    windows are the engine's job)."""
+    return Compose([Normalize(mean, std), ToTensor()])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import uuid
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..config import ConfigError, HFGDConfig
+from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from ..models import build_model
 
 FORMAT = "hfgd-lab/checkpoint/v1"
 
@@ -81,7 +84,6 @@ def _unflatten_optimizer(tensors: dict, rest: dict) -> dict:
 
 def rng_state() -> tuple[dict, dict]:
     """Every RNG the training loop touches: (tensors, json-able)."""
-    import random
     tensors = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -93,7 +95,6 @@ def rng_state() -> tuple[dict, dict]:
 
 
 def set_rng_state(tensors: dict, data: dict) -> None:
-    import random
     torch.set_rng_state(tensors["rng.torch"])
     cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
     if cuda and torch.cuda.is_available():
@@ -122,11 +123,13 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, *, classes=None, p
         v = v.detach().cpu()
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
-        weights[k] = v.contiguous()
+        # a copy of its own: timm models may share tensors between modules (CoaT), which
+        # safetensors refuses to write
+        weights[k] = v.clone().contiguous()
     card = {
         "format": FORMAT,
         "save_id": save_id,
-        "config": model.cfg.to_dict(),
+        "config": model.cfg.resolved().to_dict(),
         "classes": list(classes) if classes is not None else None,
         "palette": np.asarray(palette).astype(int).tolist() if palette is not None else None,
         "metrics": metrics or {},
@@ -202,11 +205,13 @@ def load_checkpoint(path: str | Path, map_location="cpu", build=True):
     The model is rebuilt from the card's config (``backbone_weights`` and
     ``pretrained`` are dropped: the checkpoint holds the weights) and loaded strictly.
     """
-    from ..models import build_model
     paths = checkpoint_paths(path)
     card = read_card(path)
     cfg_dict = dict(card["config"])
     cfg_dict.update(backbone_weights=None, pretrained=False)
+    # cards written before the normalisation was stored: every model then used ImageNet's
+    cfg_dict.setdefault("image_mean", list(IMAGENET_MEAN))
+    cfg_dict.setdefault("image_std", list(IMAGENET_STD))
     try:
         cfg = HFGDConfig.from_dict(cfg_dict)
     except ConfigError as e:

@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data.scenes import SCENE_CLASSES, TEXTURES, render_scene, scene_seed
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..config import backbone_normalization
+from ..data.preprocess import normalize_array
 from ..models.backbone import Backbone, save_backbone_weights
 from .train import seed_everything
 
@@ -64,12 +65,11 @@ class SceneStream(Dataset):
     """Scene ``i`` of the pretraining stream (split ``"pretrain"``, never used for
     fine-tuning or validation): image, texture map, class-presence vector."""
 
-    def __init__(self, num: int, size: int, seed: int, variation: float, min_area: float):
+    def __init__(self, num: int, size: int, seed: int, variation: float, min_area: float,
+                 mean, std):
         self.num, self.size, self.seed = num, size, seed
         self.variation, self.min_area = variation, min_area
-        mean = np.asarray(IMAGENET_MEAN, np.float32) * 255
-        std = np.asarray(IMAGENET_STD, np.float32) * 255
-        self.mean, self.std = mean, std
+        self.mean, self.std = mean, std   # the backbone's normalisation
 
     def __len__(self):
         return self.num
@@ -79,7 +79,7 @@ class SceneStream(Dataset):
         image, texture, mask = scene.image, scene.texture, scene.mask
         if i % 2:  # deterministic flip half of the time
             image, texture, mask = image[:, ::-1], texture[:, ::-1], mask[:, ::-1]
-        x = (image.astype(np.float32) - self.mean) / self.std
+        x = normalize_array(np.ascontiguousarray(image), self.mean, self.std)
         area = np.bincount(mask.ravel(), minlength=len(SCENE_CLASSES)) / mask.size
         return {"image": torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))),
                 "texture": torch.from_numpy(np.ascontiguousarray(texture)).long(),
@@ -133,8 +133,9 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> dic
     other = [p for p in net.parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": other, "weight_decay": 0.0}], lr=cfg.lr)
+    mean, std = backbone_normalization(cfg.backbone)
     stream = SceneStream(cfg.iters * cfg.batch_size, cfg.size, cfg.seed, cfg.variation,
-                         cfg.min_area)
+                         cfg.min_area, mean, std)
     loader = DataLoader(stream, batch_size=cfg.batch_size, shuffle=False,
                         num_workers=cfg.num_workers, drop_last=True,
                         persistent_workers=cfg.num_workers > 0)
@@ -161,6 +162,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> dic
             bar.set_postfix(loss=f"{rec['loss']:.3f}", img_s=f"{rec['img_per_s']:.1f}")
     seconds = time.perf_counter() - start
     card = {"kind": "hfgd-lab backbone weights", "config": asdict(cfg), "seconds": seconds,
+            "image_mean": mean, "image_std": std,
             "images_seen": cfg.iters * cfg.batch_size, "curve": curve,
             "torch": torch.__version__, "threads": torch.get_num_threads()}
     save_backbone_weights(net.backbone, out, metadata={"backbone": cfg.backbone})

@@ -20,7 +20,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..config import ConfigError
-from ..models import build_model
+from ..data import build_dataset
+from ..data.transforms import build_eval_transform, build_train_transform
+from ..models import PACKAGED, build_model
 from .checkpoint import (checkpoint_paths, load_checkpoint, load_train_state, restore_optimizer,
                          save_checkpoint, set_rng_state)
 from .distributed import DistInfo, barrier, cleanup, init_distributed
@@ -40,17 +42,45 @@ def lr_factor(it: int, cfg) -> float:
 
 
 def build_optimizer(model, cfg) -> torch.optim.AdamW:
-    """AdamW; the backbone at ``lr * backbone_lr_mult``; no weight decay on norms/biases."""
+    """AdamW; the backbone at ``lr * backbone_lr_mult``; no weight decay on norms/biases.
+
+    With ``cfg.layer_decay = d`` each backbone stage gets a further ``d ** (L - level)``
+    (level 0 the stem, L the last stage; BEiT's layer-wise decay applied per stage), so
+    early, generic layers move least. Groups are named (``head``, ``backbone``,
+    ``backbone_L2``, ... with ``_no_decay`` variants), which the log shows."""
     groups = []
-    for name, params in model.param_groups().items():
-        mult = cfg.backbone_lr_mult if name == "backbone" else 1.0
+
+    def add(name, params, mult):
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
         for ps, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
             if ps:
                 groups.append({"params": ps, "lr": cfg.lr * mult, "lr_mult": mult,
                                "weight_decay": wd, "name": f"{name}{'' if wd else '_no_decay'}"})
+
+    split = model.param_groups()
+    if cfg.layer_decay is None:
+        add("backbone", split["backbone"], cfg.backbone_lr_mult)
+    else:
+        trainable = {id(p) for p in split["backbone"]}
+        by_level = {}
+        for _, p, level in model.backbone.param_levels():
+            if id(p) in trainable:
+                by_level.setdefault(level, []).append(p)
+        top = max(by_level, default=0)
+        for level, params in sorted(by_level.items()):
+            add(f"backbone_L{level}", params,
+                cfg.backbone_lr_mult * cfg.layer_decay ** (top - level))
+    add("head", split["head"], 1.0)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def group_lrs(optimizer) -> dict:
+    """``{group name: current lr}`` (one entry per name; no-decay twins share it)."""
+    out = {}
+    for g in optimizer.param_groups:
+        out.setdefault(g["name"].removesuffix("_no_decay"), g["lr"])
+    return out
 
 
 def seed_everything(seed: int) -> None:
@@ -78,25 +108,30 @@ def find_resume(resume: str | bool, work_dir: Path) -> Path:
 
 
 def build_datasets(cfg: ExperimentConfig):
-    from ..data import build_dataset
-    from ..data.transforms import build_eval_transform, build_train_transform
+    """(train, val) datasets of ``cfg.data``, normalised with the model's backbone
+    normalisation (``cfg.model.normalization``)."""
     d = cfg.data
+    mean, std = cfg.model.normalization
     train_tf = build_train_transform(tuple(d.crop_size), scale=tuple(d.scale),
                                      base_size=tuple(d.base_size) if d.base_size else None,
                                      cat_max_ratio=d.cat_max_ratio, flip=d.flip,
-                                     photometric=d.photometric)
+                                     photometric=d.photometric, mean=mean, std=std)
     train_ds = build_dataset(d.name, d.root, d.train_split, transform=train_tf, **d.kwargs)
-    val_ds = build_dataset(d.name, d.root, d.val_split, transform=build_eval_transform(),
+    val_ds = build_dataset(d.name, d.root, d.val_split,
+                           transform=build_eval_transform(mean, std),
                            **{**d.kwargs, **d.val_kwargs})
     return train_ds, val_ds
 
 
 def train(cfg: ExperimentConfig, resume: str | bool | None = None, progress: bool = True,
-          on_step=None, config_path: str | None = None) -> dict:
+          on_step=None, config_path: str | None = None, verbose: bool | None = None) -> dict:
     """Train ``cfg``; returns ``{"best": metrics, "last": metrics, "work_dir": ...}``.
 
-    ``on_step(it, model, losses)`` is the one hook, for analyses that watch training.
+    ``progress`` shows bars; ``verbose`` (default: as ``progress``) prints one line per
+    validation (mIoU, mAcc, aAcc, best so far). ``on_step(it, model, losses)`` is the
+    one hook, for analyses that watch training.
     """
+    verbose = progress if verbose is None else verbose
     tc = cfg.train
     info = init_distributed(tc.device)
     device = resolve_device(tc.device, info)
@@ -186,7 +221,7 @@ def train(cfg: ExperimentConfig, resume: str | bool | None = None, progress: boo
         step = it + 1
         if step % tc.log_interval == 0 or step == tc.iters:
             dt = time.perf_counter() - t0
-            rec = {"iter": step, "lr": optimizer.param_groups[0]["lr"],
+            rec = {"iter": step, "lr": group_lrs(optimizer),
                    **{k: float(np.mean([w[k] for w in window])) for k in window[0]},
                    "img_per_s": seen / dt if dt > 0 else 0.0}
             log.write(rec)
@@ -200,11 +235,16 @@ def train(cfg: ExperimentConfig, resume: str | bool | None = None, progress: boo
             is_best = best is None or summary["mIoU"] > best["mIoU"]
             if is_best:
                 best = {"iteration": step, **summary}
+            if info.is_main and verbose:
+                tqdm.write(f"val@{step}: mIoU {summary['mIoU']:.2f}  mAcc {summary['mAcc']:.2f}"
+                           f"  aAcc {summary['aAcc']:.2f}  (best mIoU {best['mIoU']:.2f} at "
+                           f"iteration {best['iteration']})")
             if info.is_main:
                 card = dict(classes=train_ds.CLASSES, palette=train_ds.PALETTE,
                             metrics={**summary, "IoU": last_metrics["IoU"],
                                      "Acc": last_metrics["Acc"], "iteration": step},
-                            extra={"experiment": cfg.to_dict(), "dataset": cfg.data.name})
+                            extra={"experiment": cfg.to_dict(), "dataset": cfg.data.name,
+                                   "backbone_pretraining": backbone_pretraining(model)})
                 save_checkpoint(work_dir / "last", model, optimizer=optimizer, scaler=scaler,
                                 train_state={"iteration": step, "best": best}, **card)
                 if is_best:
@@ -217,6 +257,22 @@ def train(cfg: ExperimentConfig, resume: str | bool | None = None, progress: boo
     return {"best": best, "last": last_metrics, "history": history, "work_dir": str(work_dir)}
 
 
+def backbone_pretraining(model) -> dict:
+    """Where the backbone's starting weights came from, for the checkpoint card."""
+    src = getattr(model.backbone, "weights_source", "random")
+    out = {"weights": src, "backbone": model.cfg.backbone}
+    if src.startswith("packaged:"):
+        entry = PACKAGED[model.cfg.backbone]
+        out.update(source=entry.source, license=entry.license, package=entry.pip)
+    elif src == "timm hub":
+        out.update(source=f"timm's pretrained weights for {model.cfg.backbone}")
+    elif src.startswith("file:"):
+        out.update(source=f"a local weights file ({src[5:]})")
+    else:
+        out.update(source="none (random initialisation)")
+    return out
+
+
 class _Logger:
     """JSONL log (and TensorBoard when installed), rank 0 only."""
 
@@ -226,10 +282,10 @@ class _Logger:
         if not active:
             return
         self.file = open(work_dir / "log.jsonl", "a")
-        try:
+        try:  # tensorboard is an optional dependency: imported only where it is used
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(work_dir / "tb"))
-        except Exception:  # tensorboard is optional
+        except Exception:
             self.tb = None
 
     def write(self, rec: dict):
@@ -241,8 +297,10 @@ class _Logger:
             flat = rec.get("val", rec)
             prefix = "val/" if "val" in rec else "train/"
             for k, v in flat.items():
-                if k != "iter" and isinstance(v, (int, float)) and math.isfinite(v):
-                    self.tb.add_scalar(prefix + k, v, rec["iter"])
+                for name, x in (v.items() if isinstance(v, dict) else [("", v)]):
+                    tag = prefix + k + (f"/{name}" if name else "")
+                    if k != "iter" and isinstance(x, (int, float)) and math.isfinite(x):
+                        self.tb.add_scalar(tag, x, rec["iter"])
 
     def close(self):
         if self.active:

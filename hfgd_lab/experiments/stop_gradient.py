@@ -20,18 +20,25 @@ import os
 import time
 from pathlib import Path
 
+import multiprocessing as mp
+
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from ..analysis import backbone_cka, gradient_norms
+from ..config import LEVELS as STAGES
+from ..config import VARIANTS
+from ..data import build_dataset
+from ..data.transforms import build_eval_transform
+from ..engine.checkpoint import load_checkpoint
+from ..engine.evaluate import evaluate
 from ..engine.experiment import ExperimentConfig
+from ..engine.train import train
+from ..models import Backbone
 
-VARIANTS = {
-    "semantic_fpn": {"arch": "semantic_fpn"},
-    "hfgd_nosg": {"arch": "hfgd", "stop_gradient": False},
-    "hfgd_sg": {"arch": "hfgd", "stop_gradient": True},
-}
-LABELS = {"semantic_fpn": "SemanticFPN", "hfgd_nosg": "HFGD no-sg", "hfgd_sg": "HFGD sg"}
-STAGES = ("C2", "C3", "C4", "C5")
+LABELS = {"semantic_fpn": "SemanticFPN", "hfgd_nosg": "HFGD no-sg", "hfgd_sg": "HFGD sg",
+          "hfgd_partial_sg": "HFGD partial sg"}
 
 
 def variant_config(base: ExperimentConfig, variant: str, seed: int, work_dir, pretrained=None):
@@ -39,9 +46,10 @@ def variant_config(base: ExperimentConfig, variant: str, seed: int, work_dir, pr
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; known: {list(VARIANTS)}")
     data = copy.deepcopy(base.to_dict())
-    data["model"].update(VARIANTS[variant])
+    data["model"].update(VARIANTS[variant][1])
     if pretrained:
         data["model"]["backbone_weights"] = str(pretrained)
+        data["model"]["pretrained"] = False
     data["train"].update(seed=int(seed), work_dir=str(work_dir))
     return ExperimentConfig.from_dict(data)
 
@@ -55,17 +63,9 @@ def run_variant(base: ExperimentConfig, variant: str, seed: int, work_dir, pretr
                 probe_every: int = 50, probe_images: int = 8, cka_images: int = 16,
                 progress: bool = False) -> dict:
     """Fine-tune one (variant, seed) and measure it; writes ``result.json`` in work_dir."""
-    from ..analysis import backbone_cka, gradient_norms
-    from ..data import build_dataset
-    from ..data.transforms import build_eval_transform
-    from ..engine.checkpoint import load_checkpoint
-    from ..engine.evaluate import evaluate
-    from ..engine.train import train
-    from ..models import Backbone
-
     cfg = variant_config(base, variant, seed, work_dir, pretrained)
     d = cfg.data
-    eval_tf = build_eval_transform()
+    eval_tf = build_eval_transform(*cfg.model.normalization)
     labelled = build_dataset(d.name, d.root, d.train_split, transform=eval_tf, **d.kwargs)
     val = build_dataset(d.name, d.root, d.val_split, transform=eval_tf,
                         **{**d.kwargs, **d.val_kwargs})
@@ -79,13 +79,15 @@ def run_variant(base: ExperimentConfig, variant: str, seed: int, work_dir, pretr
             grads.append({"iter": step, "norms": g.as_dict()})
 
     t0 = time.perf_counter()
-    out = train(cfg, progress=progress, on_step=on_step)
+    out = train(cfg, progress=progress, on_step=on_step, verbose=False)
     seconds = time.perf_counter() - t0
     model, card = load_checkpoint(Path(work_dir) / "last")
     train_metrics = evaluate(model, labelled, progress=False)
     cka = {}
-    if pretrained:
-        ref = Backbone(cfg.model.backbone, weights=str(pretrained), **cfg.model.backbone_kwargs)
+    if pretrained or cfg.model.pretrained:
+        ref = Backbone(cfg.model.backbone, pretrained=cfg.model.pretrained,
+                       weights=str(pretrained) if pretrained else None,
+                       **cfg.model.backbone_kwargs)
         cka = dict(backbone_cka(model, ref, _stack(val, cka_images)[0]))
     log = [json.loads(line) for line in (Path(work_dir) / "log.jsonl").read_text().splitlines()]
     result = {
@@ -114,7 +116,6 @@ def run_experiment(base: ExperimentConfig, out_dir, seeds=(0, 1, 2), variants=tu
                    progress: bool = True, reuse: bool = True, **kw) -> list[dict]:
     """Every (variant, seed) run, ``jobs`` at a time in separate processes (each with
     ``threads`` torch threads); finished runs (``result.json`` present) are reused."""
-    from tqdm.auto import tqdm
     out_dir = Path(out_dir)
     todo, results = [], []
     for seed in seeds:
@@ -131,7 +132,6 @@ def run_experiment(base: ExperimentConfig, out_dir, seeds=(0, 1, 2), variants=tu
             results.append(_job(job[:5] + ({**job[5], "progress": progress},) + job[6:]))
             bar.update()
     else:
-        import multiprocessing as mp
         with mp.get_context("spawn").Pool(jobs) as pool:
             for r in pool.imap_unordered(_job, todo):
                 results.append(r)

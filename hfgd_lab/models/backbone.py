@@ -2,23 +2,22 @@
 
 Hierarchical models (ConvNeXt, ResNet, Swin, EfficientNet, ...) come straight from
 timm's ``features_only``; plain ViTs (one stride-16 map) go through a simple feature
-pyramid (ViTDet). Local weights load without unpickling: safetensors, or torch files
-through ``torch.load(weights_only=True)``.
+pyramid (ViTDet). Pretrained weights come from a local file, a packaged offline copy or
+timm's hub, in that order (:mod:`.weights`); nothing is ever unpickled.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import timm
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
+from .weights import (PACKAGED, WeightsError, hub_offline, match_state_dict,
+                      packaged_state_dict, read_state_dict)
+
 STRIDES = (4, 8, 16, 32)
-
-
-class WeightsError(RuntimeError):
-    """A weights file cannot be read or does not fit the backbone."""
 
 
 class SimpleFeaturePyramid(nn.Module):
@@ -52,14 +51,36 @@ class Backbone(nn.Module):
     keeps its meaning (the pyramid is new decoder weight, not pretrained backbone).
 
     ``self.body`` is the timm ``features_only`` model; its ``state_dict`` is what
-    ``hfgd-lab pretrain`` saves and ``backbone_weights=`` loads.
+    ``hfgd-lab pretrain`` saves and ``backbone_weights=`` loads. ``self.weights_source``
+    says where the weights came from (``"random"``, ``"file:PATH"``,
+    ``"packaged:PIP PACKAGE"`` or ``"timm hub"``).
+
+    Raises:
+        WeightsError: pretrained weights cannot be found (offline with no packaged copy),
+            read, or do not fit.
     """
 
     def __init__(self, name: str, pretrained: bool = False, weights: str | None = None,
                  **kwargs):
         super().__init__()
         self.name = name
-        self.body = timm.create_model(name, pretrained=pretrained, features_only=True, **kwargs)
+        self.weights_source = "random"
+        hub = bool(pretrained) and name not in PACKAGED
+        if hub and hub_offline():
+            raise WeightsError(
+                f"pretrained weights for {name!r}: HF_HUB_OFFLINE is set and no offline copy "
+                f"is packaged for it (offline weights: {', '.join(PACKAGED)}); give "
+                "backbone_weights=PATH or go online")
+        try:
+            self.body = timm.create_model(name, pretrained=hub, features_only=True, **kwargs)
+        except (OSError, RuntimeError, ValueError) as e:
+            if not hub:
+                raise
+            raise WeightsError(f"cannot fetch timm's pretrained weights for {name!r} "
+                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                               f"offline weights exist for: {', '.join(PACKAGED)}") from None
+        if hub:
+            self.weights_source = "timm hub"
         reductions = list(self.body.feature_info.reduction())
         channels = list(self.body.feature_info.channels())
         self.plain = len(set(reductions)) == 1
@@ -90,6 +111,32 @@ class Backbone(nn.Module):
         self.raw_channels = channels
         if weights:
             load_backbone_weights(self, weights)
+        elif pretrained and name in PACKAGED:
+            new, _ = match_state_dict(packaged_state_dict(name), self.body.state_dict(),
+                                      f"backbone {name!r}", PACKAGED[name].pip)
+            self.body.load_state_dict(new, strict=False)
+            self.weights_source = f"packaged:{PACKAGED[name].pip}"
+
+    def param_levels(self) -> list[tuple[str, nn.Parameter, int]]:
+        """``(name, parameter, level)`` for every parameter, in order: level 0 is the stem
+        (before the first feature stage), level i the i-th feature stage of timm's
+        ``feature_info`` (a block between two feature outputs belongs to the later
+        one). For layer-wise learning-rate decay."""
+        def norm(name):
+            return name.replace("_", ".").removeprefix("model.")
+        named = list(self.body.named_parameters())
+        modules = [norm(m) + "." for m in self.body.feature_info.module_name()]
+        last = [max((i for i, (n, _) in enumerate(named) if norm(n).startswith(m)),
+                    default=None) for m in modules]
+        firsts = [i for i, (n, _) in enumerate(named)
+                  if any(norm(n).startswith(m) for m in modules)]
+        first = firsts[0] if firsts else len(named)
+        bounds = [(j + 1, b) for j, b in enumerate(last) if b is not None]
+        out = []
+        for i, (name, p) in enumerate(named):
+            level = 0 if i < first else next((lv for lv, b in bounds if i <= b), len(modules))
+            out.append((f"body.{name}", p, level))
+        return out
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = self.body(x)
@@ -98,76 +145,23 @@ class Backbone(nn.Module):
 
 # ---- weights ------------------------------------------------------------------------
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read tensors from a safetensors or torch file, never unpickling objects."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"backbone weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, pickled objects, wrong format
-        raise WeightsError(f"cannot read weights from {path}: {type(e).__name__}: {e}") from None
-    for key in ("state_dict", "model", "module"):  # common checkpoint wrappers
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise WeightsError(f"{path} does not hold a flat name -> tensor state dict")
-    return sd
-
-
-def _norm(key: str) -> str:
-    # features_only renames 'stages.0.x' to 'stages_0.x' and getter wrappers add
-    # 'model.'; comparing with '_' and '.' unified maps either naming onto the body.
-    key = re.sub(r"^(module|model|body|backbone)\.", "", key)
-    return key.replace("_", ".")
-
-
 def load_backbone_weights(backbone: Backbone, path: str | Path) -> None:
     """Load a local weights file into ``backbone.body``.
 
     Accepts the body's own naming (what ``hfgd-lab pretrain`` writes) or the full timm
     classification model's naming. Any missing or wrongly shaped tensor fails with a
-    message listing the missing and unexpected keys.
+    :class:`WeightsError` listing the missing and unexpected keys.
     """
     sd = read_state_dict(path)
-    target = backbone.state_dict()
-    by_norm = {}
-    for k, v in sd.items():
-        by_norm.setdefault(_norm(k), (k, v))
-    new, used, missing, bad_shape = {}, set(), [], []
-    for k, v in target.items():
-        hit = sd.get(k)
-        src = k
-        if hit is None:
-            kk = k[len("body."):] if k.startswith("body.") else k
-            src, hit = by_norm.get(_norm(kk), (None, None))
-        if hit is None:
-            missing.append(k)
-        elif hit.shape != v.shape:
-            bad_shape.append(f"{k}: file {tuple(hit.shape)} vs model {tuple(v.shape)}")
-        else:
-            new[k] = hit
-            used.add(src)
-    unexpected = [k for k in sd if k not in used]
-    if missing or bad_shape:
-        def show(xs):
-            return ", ".join(xs[:12]) + (f", ... ({len(xs)} in all)" if len(xs) > 12 else "") \
-                if xs else "none"
-        raise WeightsError(
-            f"backbone weights {path} do not fit backbone {backbone.name!r}: "
-            f"missing keys: {show(missing)}; unexpected keys: {show(unexpected)}"
-            + (f"; shape mismatches: {show(bad_shape)}" if bad_shape else ""))
+    new, unexpected = match_state_dict(sd, backbone.state_dict(),
+                                       f"backbone {backbone.name!r}", path)
     backbone.load_state_dict(new, strict=False)
     backbone.unused_weight_keys = unexpected  # e.g. a classification head; kept for reports
+    backbone.weights_source = f"file:{path}"
 
 
 def save_backbone_weights(backbone: Backbone, path: str | Path, metadata: dict | None = None):
     """Write the backbone's tensors as safetensors (what ``backbone_weights=`` loads)."""
-    from safetensors.torch import save_file
-    sd = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
+    sd = {k: v.detach().cpu().clone().contiguous() for k, v in backbone.state_dict().items()}
     meta = {k: str(v) for k, v in (metadata or {}).items()}
     save_file(sd, str(path), metadata=meta)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import HFGDConfig
+from ..config import LEVELS, HFGDConfig
 from .backbone import Backbone, SimpleFeaturePyramid
 from .cae import CAE
 from .classifier import classify
@@ -92,6 +92,18 @@ class HFGD(nn.Module):
         self.register_buffer("class_weights",
                              torch.tensor(w, dtype=torch.float32) if w is not None else None,
                              persistent=False)
+        self._sg_levels = {LEVELS.index(lv) for lv in cfg.sg_levels}
+
+    def train(self, mode: bool = True) -> "HFGD":
+        """Train/eval mode; with ``cfg.norm_eval`` the backbone's BatchNorm layers stay in
+        eval mode (running statistics frozen, affine weights still trained), as
+        mmsegmentation's ``norm_eval`` does for pretrained BN backbones at small batch."""
+        super().train(mode)
+        if mode and self.cfg.norm_eval:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     # ------------------------------------------------------------------------------
     def _pad(self, images: torch.Tensor) -> torch.Tensor:
@@ -121,8 +133,11 @@ class HFGD(nn.Module):
             c4 = feats[-1]
             up_in = self.neck(c4.detach() if cfg.sg_backbone_on else c4)
             feats = [up_in[0], up_in[1], c4, F.max_pool2d(c4, 2)]
+        elif cfg.sg_backbone_on:
+            stop = self._sg_levels
+            up_in = [f.detach() if i in stop else f for i, f in enumerate(feats)]
         else:
-            up_in = [f.detach() for f in feats] if cfg.sg_backbone_on else feats
+            up_in = feats
 
         feat_high = logits_high = None
         attentions = []
