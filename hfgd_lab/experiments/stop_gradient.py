@@ -24,6 +24,7 @@ import multiprocessing as mp
 
 import numpy as np
 import torch
+from scipy.stats import t as student_t
 from tqdm.auto import tqdm
 
 from ..analysis import backbone_cka, gradient_norms
@@ -31,11 +32,22 @@ from ..config import LEVELS as STAGES
 from ..config import VARIANTS
 from ..data import build_dataset
 from ..data.transforms import build_eval_transform
-from ..engine.checkpoint import load_checkpoint
+from ..engine import zoo
+from ..engine.checkpoint import CheckpointError, load_checkpoint, read_card
 from ..engine.evaluate import evaluate
 from ..engine.experiment import ExperimentConfig
 from ..engine.train import train
 from ..models import Backbone
+
+RESULTS_ENV = "HFGD_LAB_RESULTS_DIR"
+
+
+def results_dir() -> Path:
+    """Where the stored results live: ``HFGD_LAB_RESULTS_DIR``, else the checkout's
+    ``docs/results``."""
+    env = os.environ.get(RESULTS_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "docs" / "results"
+
 
 LABELS = {"semantic_fpn": "SemanticFPN", "hfgd_nosg": "HFGD no-sg", "hfgd_sg": "HFGD sg",
           "hfgd_partial_sg": "HFGD partial sg"}
@@ -214,3 +226,130 @@ def markdown_table(summary: dict) -> str:
         lines.append(f"| {LABELS.get(a, a)} − {LABELS.get(b, b)} | {_fmt(p['mean_std'])} | "
                      + ", ".join(f"{d:+.1f}" for d in p["per_seed"]) + " |")
     return "\n".join(lines)
+
+
+# ---- the experiment in words (docs, notebook 03, the app) ------------------------------------------
+
+def _ms(v):
+    """(mean, std) from a summary entry (tuple or JSON list)."""
+    m, s = v
+    return float(m), float(s)
+
+
+def _t975(df: int) -> float:
+    """Student's t 97.5% quantile (two-sided 95%), for a paired mean over few seeds."""
+    return float(student_t.ppf(0.975, df))
+
+
+def describe_summary(summary: dict) -> str:
+    """Markdown: what a stop-gradient experiment summary (``summarize(...)``, or its JSON)
+    measured, in words -- accuracy with the paired sg − no-sg difference and whether it
+    is beyond the seed-to-seed noise (a paired t-interval), the gradient reaching the backbone from loss_up,
+    and the drift of each backbone stage. Says whichever way it came out."""
+    v = summary.get("variants", {})
+    names = LABELS
+    out = []
+    acc = [f"{names.get(k, k)} {_ms(r['val_mIoU'])[0]:.1f}" for k, r in v.items()]
+    if acc:
+        n = max(len(r.get("seeds", [])) for r in v.values())
+        out.append(f"- **Validation mIoU** (mean over {n} seed{'s' if n != 1 else ''}): "
+                   + ", ".join(acc) + ".")
+    pair = summary.get("paired", {}).get("hfgd_sg - hfgd_nosg")
+    if pair:
+        m, s = _ms(pair["mean_std"])
+        per = pair.get("per_seed", [])
+        n = len(per)
+        txt = (f"- **sg − no-sg, paired on the same seed**: {m:+.1f} mIoU"
+               + (f" ± {s:.1f} (per seed: {', '.join(f'{d:+.1f}' for d in per)})" if n > 1
+                  else ""))
+        if n < 2:
+            txt += (". With one seed there is no estimate of the seed-to-seed noise, so this "
+                    "alone cannot say which is better: rerun with several seeds.")
+        else:
+            half = _t975(n - 1) * s / math.sqrt(n)  # 95% half-width of the paired mean
+            same_sign = all(d > 0 for d in per) or all(d < 0 for d in per)
+            if abs(m) <= half or not same_sign:
+                txt += (f". That is within the seed-to-seed noise (95% interval ±{half:.1f}): "
+                        "**no measurable effect of the stop-gradient on accuracy** in this "
+                        "regime.")
+            else:
+                txt += (f". Every seed points the same way and the mean is beyond the noise "
+                        f"(95% interval ±{half:.1f}): **the stop-gradient "
+                        f"{'helped' if m > 0 else 'hurt'}** in this regime.")
+        out.append(txt)
+    for k in ("hfgd_sg", "hfgd_nosg", "semantic_fpn"):
+        if k in v and "grad_up_backbone" in v[k]:
+            g = _ms(v[k]["grad_up_backbone"])[0]
+            out.append(f"- **Gradient from loss_up into the backbone**, {names[k]}: "
+                       + ("exactly 0 (the stop-gradient at work)" if g == 0 else f"{g:.3g}")
+                       + ".")
+    if "hfgd_sg" in v and "hfgd_nosg" in v:
+        cells, closer = [], []
+        for st in ("C2", "C3", "C4", "C5"):
+            key = f"cka_{st}"
+            if key not in v["hfgd_sg"]:
+                continue
+            a, b = _ms(v["hfgd_sg"][key])[0], _ms(v["hfgd_nosg"][key])[0]
+            if math.isnan(a) or math.isnan(b):
+                continue
+            cells.append(f"{st} {a:.3f} vs {b:.3f}")
+            closer.append((st, a - b))
+        if cells:
+            up = [st for st, d in closer if d > 0.005]
+            down = [st for st, d in closer if d < -0.005]
+            txt = ("- **Drift** (linear CKA to the pretrained backbone, 1 = unchanged; sg vs "
+                   "no-sg): " + ", ".join(cells) + ". ")
+            if up:
+                txt += f"With sg, {', '.join(up)} stayed closer to the pretrained state"
+                txt += f"; {', '.join(down)} drifted more." if down else "."
+            elif down:
+                txt += f"With sg, {', '.join(down)} drifted more; no stage stayed closer."
+            else:
+                txt += "No stage differs by more than 0.005."
+            out.append(txt)
+    return "\n".join(out)
+
+
+def stored_results(folder=None) -> list[dict]:
+    """The stored stop-gradient results, one dict per regime: ``source`` (file), ``title``,
+    ``regime`` (settings in words), ``summary`` (as ``summarize`` returns it), ``runs``
+    (per-run results, or None) and ``figure`` (the saved summary PNG, or None).
+
+    Reads ``results_dir()/sg_*.json`` (``{"meta", "summary"[, "runs"]}``); with none there,
+    falls back to the summary the default bundled model's card carries."""
+    folder = Path(folder) if folder else results_dir()
+    out = []
+    for f in sorted(folder.glob("sg_*.json")):
+        data = json.loads(f.read_text())
+        meta = data.get("meta", {})
+        cfg = meta.get("config") or {}
+        d, t = cfg.get("data", {}), cfg.get("train", {})
+        seeds = sorted({s for row in data["summary"].get("variants", {}).values()
+                        for s in row.get("seeds", [])})
+        kw = d.get("kwargs", {})
+        regime = (f"{kw.get('num', '?')} labelled scenes of {kw.get('size', '?')} px, "
+                  f"{t.get('iters', '?')} iterations of batch {d.get('batch_size', '?')}, "
+                  f"backbone lr × {t.get('backbone_lr_mult', '?')}, seeds {seeds}; "
+                  f"{meta.get('date', '?')}, {meta.get('machine', '?')}")
+        fig = f.parent.parent / "figures" / f"{f.stem}_summary.png"
+        out.append({"source": str(f), "title": meta.get("title", f.stem), "regime": regime,
+                    "summary": data["summary"], "runs": data.get("runs"),
+                    "figure": fig if fig.is_file() else None})
+    if out:
+        return out
+    try:
+        card = read_card(zoo.bundled_path(zoo.DEFAULT_MODEL))
+    except CheckpointError:
+        card = {}
+    exp = card.get("sg_experiment")
+    if exp:
+        n = int(exp.get("seeds", 0))
+        variants = {v: {"seeds": list(range(n)),
+                        **{k: (x["mean"], x["std"]) for k, x in row.items()}}
+                    for v, row in exp.get("variants", {}).items()}
+        out.append({"source": f"card of {zoo.DEFAULT_MODEL}", "title": exp.get("title", "sg"),
+                    "regime": f"{n} seeds (from the bundled model's card; paired differences "
+                              "are in docs/results)",
+                    "summary": {"variants": variants, "paired": {}}, "runs": None,
+                    "figure": None})
+    return out
