@@ -66,7 +66,8 @@ class Backbone(nn.Module):
         self.name = name
         self.weights_source = "random"
         hub = bool(pretrained) and name not in PACKAGED
-        if hub and hub_offline():
+        local = (kwargs.get("pretrained_cfg_overlay") or {}).get("file")  # timm's local file
+        if hub and hub_offline() and not local:
             raise WeightsError(
                 f"pretrained weights for {name!r}: HF_HUB_OFFLINE is set and no offline copy "
                 f"is packaged for it (offline weights: {', '.join(PACKAGED)}); give "
@@ -80,7 +81,7 @@ class Backbone(nn.Module):
                                f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
                                f"offline weights exist for: {', '.join(PACKAGED)}") from None
         if hub:
-            self.weights_source = "timm hub"
+            self.weights_source = f"file:{local}" if local else "timm hub"
         reductions = list(self.body.feature_info.reduction())
         channels = list(self.body.feature_info.channels())
         self.plain = len(set(reductions)) == 1
