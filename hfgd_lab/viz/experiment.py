@@ -11,9 +11,15 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..experiments.stop_gradient import LABELS, STAGES, VARIANTS
+from ..experiments.stop_gradient import LABELS, LOSSES, STAGES, VARIANTS, stage_grad, summarize
 
-COLORS = {"semantic_fpn": "#7f7f7f", "hfgd_nosg": "#1f77b4", "hfgd_sg": "#d62728"}
+COLORS = {"semantic_fpn": "#7f7f7f", "hfgd_nosg": "#1f77b4", "hfgd_sg": "#d62728",
+          "hfgd_partial_sg": "#ff7f0e"}
+# the paired differences drawn by plot_paired / plot_regime_map, "a - b"
+MAP_PAIRS = (("hfgd_sg", "hfgd_nosg"), ("hfgd_partial_sg", "hfgd_nosg"),
+             ("hfgd_nosg", "semantic_fpn"), ("hfgd_sg", "semantic_fpn"))
+PAIR_COLORS = {"hfgd_sg - hfgd_nosg": "#d62728", "hfgd_partial_sg - hfgd_nosg": "#ff7f0e",
+               "hfgd_nosg - semantic_fpn": "#1f77b4", "hfgd_sg - semantic_fpn": "#9467bd"}
 
 
 def _by_variant(results):
@@ -137,12 +143,106 @@ def plot_experiment(results) -> Figure:
     return fig
 
 
-def save_experiment_figures(results, out_dir, prefix: str = "") -> list[Path]:
+def plot_stage_gradients(results, ax=None) -> Figure:
+    """What each loss sends into each backbone stage: mean gradient norm over the probes
+    after the first, mean over seeds, bars per variant; loss_high hatched. A zero bar
+    (the stop-gradient at work) is labelled "0"."""
+    fig, ax = _new_axes(ax)
+    groups = _by_variant(results)
+    bars = [(v, loss) for v in groups for loss in LOSSES
+            if not (v == "semantic_fpn" and loss == "loss_high")]
+    width = 0.8 / max(len(bars), 1)
+    xs = np.arange(len(STAGES))
+    for i, (v, loss) in enumerate(bars):
+        m = np.array([np.nanmean([stage_grad(r, s, loss) for r in groups[v]])
+                      for s in STAGES])
+        pos = xs + (i - (len(bars) - 1) / 2) * width
+        ax.bar(pos, m, width, color=COLORS[v], hatch="//" if loss == "loss_high" else None,
+               edgecolor="white" if loss == "loss_high" else None,
+               label=f"{LABELS[v]}: {loss}")
+        for x, y in zip(pos, m):
+            if y == 0:
+                ax.text(x, 0, "0", ha="center", va="bottom", fontsize=6, color=COLORS[v])
+    ax.set_xticks(xs, STAGES)
+    ax.set_ylabel("‖∇ stage‖ (probe batch)")
+    ax.set_title("what each loss sends into each backbone stage")
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3, axis="y")
+    return fig or ax.figure
+
+
+def _pair_points(summary, pairs=MAP_PAIRS):
+    out = []
+    for a, b in pairs:
+        p = summary.get("paired", {}).get(f"{a} - {b}")
+        if p:
+            m = float(p["mean_std"][0])
+            half = p.get("ci95")
+            half = float(half) if half is not None else float("nan")
+            out.append((f"{a} - {b}", f"{LABELS[a]} − {LABELS[b]}", m, half,
+                        [float(d) for d in p["per_seed"]]))
+    return out
+
+
+def plot_paired(summary, ax=None) -> Figure:
+    """Paired differences of val mIoU (same seed): each seed as a dot, the mean with its
+    95 % t-interval as a bar; the zero line is "no difference"."""
+    fig, ax = _new_axes(ax)
+    pts = _pair_points(summary)
+    for i, (key, label, m, half, per) in enumerate(pts):
+        y = len(pts) - 1 - i
+        ax.errorbar(m, y, xerr=None if math.isnan(half) else half, fmt="o",
+                    color=PAIR_COLORS[key], capsize=4, lw=2)
+        ax.scatter(per, [y + 0.18] * len(per), s=10, color=PAIR_COLORS[key], alpha=0.6)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(pts)), [p[1] for p in pts][::-1])
+    ax.set_xlabel("val mIoU difference (points), paired by seed")
+    ax.set_title("paired differences: mean, 95 % t-interval, seeds")
+    ax.grid(alpha=0.3, axis="x")
+    return fig or ax.figure
+
+
+def plot_regime_map(stored) -> Figure:
+    """The regime map: for every stored regime (``stored_results()``), the paired
+    differences with their 95 % t-intervals side by side. An interval that misses the
+    zero line is an effect beyond the seed noise."""
+    n = max(len(stored), 1)
+    fig = Figure(figsize=(8, 1.1 + 0.9 * n), layout="constrained")
+    ax = fig.subplots()
+    step = 1.0 / (len(MAP_PAIRS) + 1)
+    seen = set()
+    for i, r in enumerate(stored):
+        y0 = n - 1 - i
+        for j, (key, label, m, half, per) in enumerate(_pair_points(r["summary"])):
+            k = [f"{a} - {b}" for a, b in MAP_PAIRS].index(key)
+            y = y0 + 0.35 - k * step
+            ax.errorbar(m, y, xerr=None if math.isnan(half) else half, fmt="o", ms=4,
+                        color=PAIR_COLORS[key], capsize=3,
+                        label=label if key not in seen else None)
+            seen.add(key)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(n), [r["title"] for r in stored][::-1], fontsize=8)
+    ax.set_xlabel("val mIoU difference (points), paired by seed; bars: 95 % t-interval")
+    ax.set_title("stop-gradient regime map")
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3, axis="x")
+    return fig
+
+
+def save_experiment_figures(results, out_dir, prefix: str = "", summary=None) -> list[Path]:
+    """Write the figures of one regime as PNGs: ``summary`` (the four panels),
+    ``val_curves``, ``gradient_flow``, ``drift``, ``stage_gradients`` and, with several
+    seeds, ``paired`` (``summary``: as ``summarize(results)``, computed when None)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summary if summary is not None else summarize(results)
     paths = []
-    for name, fn in (("summary", plot_experiment), ("val_curves", plot_val_curves),
-                     ("gradient_flow", plot_gradient_flow), ("drift", plot_drift)):
+    figures = [("summary", plot_experiment), ("val_curves", plot_val_curves),
+               ("gradient_flow", plot_gradient_flow), ("drift", plot_drift),
+               ("stage_gradients", plot_stage_gradients)]
+    if any(len(p["per_seed"]) > 1 for p in summary.get("paired", {}).values()):
+        figures.append(("paired", lambda _: plot_paired(summary)))
+    for name, fn in figures:
         path = out_dir / f"{prefix}{name}.png"
         fn(results).savefig(path, dpi=110)
         paths.append(path)
