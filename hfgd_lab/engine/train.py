@@ -4,12 +4,19 @@ AdamW with a lower backbone learning rate, linear warmup then poly decay (comput
 from the iteration, so resuming needs no scheduler state), gradient accumulation
 and clipping, AMP on CUDA, periodic validation, ``last``/``best`` checkpoints and a
 JSONL log. Under ``torchrun`` it runs DDP; rank 0 logs and saves.
+
+Each validation saves one resumable checkpoint set, atomic as a whole
+(:func:`.checkpoint.save_training_set`: ``WORK/checkpoints/iter<N>-<id>/`` plus the
+``last.json`` / ``best.json`` pointers), so a kill at any instant leaves a run that
+``--resume`` continues bit for bit; resuming truncates ``log.jsonl`` to the resumed
+iteration.
 """
 from __future__ import annotations
 
 import json
 import math
 import random
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -23,8 +30,9 @@ from ..config import ConfigError
 from ..data import build_dataset
 from ..data.transforms import build_eval_transform, build_train_transform
 from ..models import PACKAGED, build_model
-from .checkpoint import (checkpoint_paths, load_checkpoint, load_train_state, restore_optimizer,
-                         save_checkpoint, set_rng_state)
+from .checkpoint import (fault_point, find_resume, load_checkpoint,
+                         load_train_state, new_set_name, repair_run_folder, restore_optimizer,
+                         save_training_set, set_rng_state, truncate_log)
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .evaluate import evaluate
 from .experiment import ExperimentConfig
@@ -97,16 +105,6 @@ def resolve_device(kind: str, info: DistInfo) -> torch.device:
     return torch.device(kind)
 
 
-def find_resume(resume: str | bool, work_dir: Path) -> Path:
-    """``--resume`` alone means the latest checkpoint in work_dir; a path means that one."""
-    if resume in (True, "auto", "latest", ""):
-        path = work_dir / "last"
-        if not (work_dir / "last.json").is_file():
-            raise FileNotFoundError(f"--resume: no last checkpoint in {work_dir}")
-        return path
-    return Path(resume)
-
-
 def build_datasets(cfg: ExperimentConfig):
     """(train, val) datasets of ``cfg.data``, normalised with the model's backbone
     normalisation (``cfg.model.normalization``)."""
@@ -151,19 +149,32 @@ def train(cfg: ExperimentConfig, resume: str | bool | None = None, progress: boo
         else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
-    start_it, best, history = 0, None, []
+    start_it, best, best_set, history, window = 0, None, None, [], []
     if resume:
-        ckpt = find_resume(resume, work_dir)
-        _, tensors, state = load_train_state(ckpt)
-        loaded, _ = load_checkpoint(ckpt)
+        point = find_resume(resume, work_dir)
+        _, tensors, state = load_train_state(point.ref)
+        loaded, _ = load_checkpoint(point.ref)
         model.load_state_dict(loaded.state_dict())
         restore_optimizer(optimizer, tensors, state)
         if state.get("scaler") and scaler.is_enabled():
             scaler.load_state_dict(state["scaler"])
         set_rng_state(tensors, state["rng"])
         start_it, best = state["iteration"], state.get("best")
+        best_set = state.get("best_checkpoint")
+        window = list(state.get("log_window") or [])  # the log's running means go on
+        history = list(state.get("history") or [])
+        barrier(info)  # every rank has read the set before rank 0 tidies the run folder
         if info.is_main:
-            print(f"resumed from {checkpoint_paths(ckpt)['card']} at iteration {start_it}")
+            if point.note:
+                print(f"note: {point.note}", file=sys.stderr)
+            print(f"resumed from {point.ref.folder or point.ref.card} at iteration {start_it}")
+            repair_run_folder(work_dir, point.ref, state)
+            dropped = truncate_log(work_dir / "log.jsonl", start_it)
+            if dropped:
+                print(f"log.jsonl: {dropped} line(s) after iteration {start_it} removed "
+                      "(they are run again)")
+    elif info.is_main and (work_dir / "log.jsonl").is_file():
+        truncate_log(work_dir / "log.jsonl", 0)  # a fresh start: the log starts over
 
     net = model
     if info.enabled:
@@ -184,13 +195,14 @@ def train(cfg: ExperimentConfig, resume: str | bool | None = None, progress: boo
     if info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(work_dir / "config.yaml")
-    log = _Logger(work_dir, info.is_main)
+    log = _Logger(work_dir, info.is_main, purge_step=start_it + 1 if resume else None)
     bar = tqdm(range(start_it, tc.iters), initial=start_it, total=tc.iters, desc="train",
                disable=not (progress and info.is_main), dynamic_ncols=True)
     model.train()
-    window, t0, seen = [], time.perf_counter(), 0
+    t0, seen = time.perf_counter(), 0
     last_metrics = None
     for it in bar:
+        fault_point(f"iteration {it + 1}")
         for group in optimizer.param_groups:
             group["lr"] = tc.lr * group["lr_mult"] * lr_factor(it, tc)
         for micro in range(tc.accum_steps):
@@ -233,28 +245,51 @@ def train(cfg: ExperimentConfig, resume: str | bool | None = None, progress: boo
             summary = {k: last_metrics[k] for k in ("mIoU", "mAcc", "aAcc")}
             log.write({"iter": step, "val": summary})
             is_best = best is None or summary["mIoU"] > best["mIoU"]
+            set_name = new_set_name(step)
             if is_best:
-                best = {"iteration": step, **summary}
+                best, best_set = {"iteration": step, **summary}, f"checkpoints/{set_name}"
             if info.is_main and verbose:
                 tqdm.write(f"val@{step}: mIoU {summary['mIoU']:.2f}  mAcc {summary['mAcc']:.2f}"
                            f"  aAcc {summary['aAcc']:.2f}  (best mIoU {best['mIoU']:.2f} at "
                            f"iteration {best['iteration']})")
-            if info.is_main:
-                card = dict(classes=train_ds.CLASSES, palette=train_ds.PALETTE,
-                            metrics={**summary, "IoU": last_metrics["IoU"],
-                                     "Acc": last_metrics["Acc"], "iteration": step},
-                            extra={"experiment": cfg.to_dict(), "dataset": cfg.data.name,
-                                   "backbone_pretraining": backbone_pretraining(model)})
-                save_checkpoint(work_dir / "last", model, optimizer=optimizer, scaler=scaler,
-                                train_state={"iteration": step, "best": best}, **card)
-                if is_best:
-                    save_checkpoint(work_dir / "best", model, **card)
             history.append({"iter": step, **summary})
+            if info.is_main:
+                # one set per validation; best.json points at it too when it is the best
+                save_training_set(
+                    work_dir, model, iteration=step, set_name=set_name,
+                    pointers=("last", "best") if is_best else ("last",),
+                    classes=train_ds.CLASSES, palette=train_ds.PALETTE,
+                    metrics={**summary, "IoU": last_metrics["IoU"], "Acc": last_metrics["Acc"],
+                             "iteration": step, "val_images": _count(val_ds, cfg.eval.max_images)},
+                    extra=_provenance(cfg, model, train_ds, work_dir, step),
+                    optimizer=optimizer, scaler=scaler,
+                    train_state={"iteration": step, "best": best, "best_checkpoint": best_set,
+                                 "log_window": window, "history": history})
             barrier(info)
     bar.close()
     log.close()
     cleanup(info)
     return {"best": best, "last": last_metrics, "history": history, "work_dir": str(work_dir)}
+
+
+def _count(dataset, max_images) -> int:
+    return min(len(dataset), max_images) if max_images else len(dataset)
+
+
+def _provenance(cfg: ExperimentConfig, model, train_ds, work_dir: Path, step: int) -> dict:
+    """What a checkpoint card says about how the model was trained (model cards and
+    ``LoadedModel.describe`` read it)."""
+    from .. import __version__
+    d = cfg.data
+    return {"experiment": cfg.to_dict(), "dataset": d.name,
+            "trained_on": f"dataset {d.name!r}, split {d.train_split!r} "
+                          f"({len(train_ds)} images), {step} iterations of batch "
+                          f"{d.batch_size * cfg.train.accum_steps}",
+            "training": {"iterations": step, "planned_iterations": cfg.train.iters,
+                         "train_images": len(train_ds), "val_split": d.val_split,
+                         "command": f"hfgd-lab train {work_dir / 'config.yaml'}",
+                         "hfgd_lab_version": __version__},
+            "backbone_pretraining": backbone_pretraining(model)}
 
 
 def backbone_pretraining(model) -> dict:
@@ -276,7 +311,7 @@ def backbone_pretraining(model) -> dict:
 class _Logger:
     """JSONL log (and TensorBoard when installed), rank 0 only."""
 
-    def __init__(self, work_dir: Path, active: bool):
+    def __init__(self, work_dir: Path, active: bool, purge_step: int | None = None):
         self.active = active
         self.tb = None
         if not active:
@@ -284,14 +319,20 @@ class _Logger:
         self.file = open(work_dir / "log.jsonl", "a")
         try:  # tensorboard is an optional dependency: imported only where it is used
             from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(work_dir / "tb"))
+            # on resume, events from the resumed iteration on are dropped (run again)
+            self.tb = SummaryWriter(str(work_dir / "tb"), purge_step=purge_step)
         except Exception:
             self.tb = None
 
     def write(self, rec: dict):
         if not self.active:
             return
-        self.file.write(json.dumps({"time": time.time(), **rec}) + "\n")
+        line = json.dumps({"time": time.time(), **rec}) + "\n"
+        half = len(line) // 2  # two writes: the kill harness can tear a line (resume mends)
+        self.file.write(line[:half])
+        self.file.flush()
+        fault_point("log line (half written)")
+        self.file.write(line[half:])
         self.file.flush()
         if self.tb is not None:
             flat = rec.get("val", rec)
