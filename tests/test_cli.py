@@ -48,10 +48,12 @@ def pipeline(tmp_path_factory):
 
 def test_train_writes_checkpoints_and_log(pipeline):
     _, run = pipeline
-    for f in ("best.json", "best.safetensors", "last.json", "last.train.safetensors",
-              "log.jsonl", "config.yaml"):
+    for f in ("best.json", "last.json", "log.jsonl", "config.yaml"):
         assert (run / f).is_file(), f
-    card = json.loads((run / "last.json").read_text())
+    last = run / json.loads((run / "last.json").read_text())["checkpoint"]  # a pointer
+    for f in ("model.safetensors", "train.safetensors"):
+        assert (last / f).is_file(), f
+    card = json.loads((last / "config.json").read_text())
     assert card["train_state"]["iteration"] == 4 and len(card["classes"]) == 10
 
 
