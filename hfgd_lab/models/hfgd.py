@@ -22,6 +22,7 @@ from ..config import LEVELS, HFGDConfig
 from .backbone import Backbone, SimpleFeaturePyramid
 from .cae import CAE
 from .classifier import classify
+from .losses import upsampled_cross_entropy
 from .upsampler import PyramidUpsampler
 
 
@@ -183,19 +184,28 @@ class HFGD(nn.Module):
     def loss(self, out: HFGDOutput, target: torch.Tensor) -> dict:
         """Cross-entropy of both branches at the target's resolution.
 
-        Returns ``{"loss", "loss_high", "loss_up"}``; pixels labelled
-        ``cfg.ignore_index`` count for neither.
+        Each branch's logits are resized bilinearly to the target (as
+        :func:`resize_logits`) inside :func:`~.losses.upsampled_cross_entropy`, which
+        gives ``F.cross_entropy`` of the resized logits without materialising them.
+        ``target``: (B, H, W) or (B, 1, H, W) integer labels.
+
+        Returns ``{"loss", "loss_high", "loss_up"}`` (0-dim float32 tensors); pixels
+        labelled ``cfg.ignore_index`` count for neither. Raises ``ValueError`` for a label
+        outside ``[0, K)`` that is not ``ignore_index``.
         """
         cfg = self.cfg
         if target.dim() == 4 and target.shape[1] == 1:
             target = target[:, 0]
-        target = target.long()
         size = tuple(target.shape[-2:])
 
         def ce(logits, stride):
-            up = resize_logits(logits, out.input_size, stride, size)
-            return F.cross_entropy(up.float(), target, weight=self.class_weights,
-                                   ignore_index=cfg.ignore_index)
+            # = F.cross_entropy(resize_logits(logits, input_size, stride, size).float(), ...)
+            # without materialising the resized logits (losses.py; tests/test_losses.py)
+            full = size
+            if size == tuple(out.input_size):  # resize_logits: the grid's extent, cropped
+                full = (logits.shape[-2] * stride, logits.shape[-1] * stride)
+            return upsampled_cross_entropy(logits, target, full, self.class_weights,
+                                           cfg.ignore_index)
 
         loss_up = ce(out.logits, out.output_stride)
         if out.logits_high is not None:
