@@ -19,7 +19,7 @@ _EXPORTS = {
     "build_model": "hfgd_lab.models",
     "LoadedModel": "hfgd_lab.engine.loaded", "from_pretrained": "hfgd_lab.engine.loaded",
     "load_pretrained": "hfgd_lab.engine.loaded",
-    "list_pretrained": "hfgd_lab.engine.zoo",
+    "list_pretrained": "hfgd_lab.engine.zoo", "save_pretrained": "hfgd_lab.engine.hub",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

@@ -18,6 +18,7 @@ COMMANDS = {
     "profile": ("hfgd_lab.commands.profile", "parameters and GFLOPs of a model config"),
     "make-scenes": ("hfgd_lab.commands.make_scenes", "write procedural scenes to disk"),
     "app": ("hfgd_lab.commands.app", "serve the Gradio app: upload an image and see inside HFGD"),
+    "convert": ("hfgd_lab.commands.convert", "turn a checkpoint into a Hub-style model folder"),
 }
 
 

@@ -9,6 +9,7 @@ preprocess through :meth:`LoadedModel.preprocess` (the backbone's normalisation)
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -20,8 +21,8 @@ from ..config import VARIANTS
 from ..data.classes import default_palette
 from ..data.preprocess import prepare_image, resize_labels
 from . import zoo
-from .checkpoint import CheckpointError, checkpoint_paths, load_checkpoint
-from .hub import snapshot_folder
+from .checkpoint import CheckpointError, load_checkpoint, resolve
+from .hub import push_to_hub, save_pretrained, snapshot_folder
 from .inference import InferenceOptions, InferenceResult, infer
 
 __all__ = ["LoadedModel", "from_pretrained", "load_pretrained", "card_classes"]
@@ -182,11 +183,32 @@ class LoadedModel:
             conf = resize_labels(conf, img.shape[:2])
         return labels.astype(np.int64), conf
 
+    # ---- sharing ------------------------------------------------------------------------
+    def save_pretrained(self, folder, dtype: Optional[torch.dtype] = None,
+                        overwrite: bool = False) -> Path:
+        """Write this model as a Hub-style folder (``model.safetensors``, ``config.json``
+        = its card without training state, a generated ``README.md``) that
+        :func:`from_pretrained` loads back to identical logits; see
+        :func:`.hub.save_pretrained` (errors too). Returns the folder."""
+        return save_pretrained(self.model, folder, classes=self.classes,
+                               palette=self.palette, card=self.card, dtype=dtype,
+                               overwrite=overwrite)
+
+    def push_to_hub(self, repo_id: str, private: Optional[bool] = None,
+                    token: Optional[str] = None, commit_message: Optional[str] = None) -> str:
+        """Upload this model to Hugging Face Hub repo ``repo_id`` as a model folder
+        (:func:`.hub.push_to_hub`); returns the commit's URL."""
+        return push_to_hub(self.model, repo_id, classes=self.classes, palette=self.palette,
+                           card=self.card, private=private, token=token,
+                           commit_message=commit_message)
+
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
 
 def _hub_repo_id(spec: str) -> bool:
-    parts = spec.split("/")
-    return len(parts) == 2 and all(parts) and not Path(spec).exists() \
-        and not spec.startswith((".", "~"))
+    """``owner/name`` that is not a local path (a local checkpoint always wins)."""
+    return bool(_REPO_ID.match(spec)) and not spec.endswith((".json", ".safetensors"))
 
 
 def from_pretrained(spec, device="cpu", allow_paths: bool = True) -> LoadedModel:
@@ -216,22 +238,25 @@ def from_pretrained(spec, device="cpu", allow_paths: bool = True) -> LoadedModel
         raise CheckpointError(f"unknown model {spec!r}; bundled models: "
                               f"{', '.join(bundled) or 'none installed'}")
     path = Path(spec).expanduser()
-    source = "checkpoint"
-    if _hub_repo_id(spec):
-        path, source = snapshot_folder(spec), "hub"
-    paths = checkpoint_paths(path)
-    if not paths["card"].is_file():
+    ref = resolve(path)
+    source, name, output_stem = "checkpoint", ref.name, ref.stem
+    if not ref.card.is_file() and _hub_repo_id(spec):
+        try:
+            ref = resolve(snapshot_folder(spec))
+        except CheckpointError as e:
+            raise CheckpointError(f"no bundled model named {spec!r}, no checkpoint at "
+                                  f"{path}, and {e}") from None
+        # outputs about a Hub model go to the working folder, never into the Hub cache
+        source, name, output_stem = "hub", spec, Path(spec.replace("/", "--"))
+    if not ref.card.is_file():
         raise CheckpointError(
-            f"no bundled model named {spec!r} and no checkpoint at {paths['card']} (a "
-            f"checkpoint is NAME.safetensors + NAME.json, a run folder, or a model folder); "
+            f"no bundled model named {spec!r} and no checkpoint at {ref.card} (a "
+            f"checkpoint is a model folder, a run folder, or NAME.safetensors + NAME.json); "
             f"bundled models: {', '.join(bundled) or 'none installed'}")
-    model, card = load_checkpoint(path, map_location=device)
+    model, card = load_checkpoint(ref, map_location=device)
     classes, palette = card_classes(card, int(model.cfg.num_classes))
-    stem = paths["card"].with_suffix("")
-    name = stem.name if stem.name not in ("config", "best", "last") else \
-        f"{stem.parent.name}/{stem.name}"
-    return LoadedModel(model, card, name, str(paths["card"].resolve()), source, classes,
-                       palette, stem)
+    return LoadedModel(model, card, name, str(ref.card.resolve()), source, classes,
+                       palette, output_stem)
 
 
 load_pretrained = from_pretrained
