@@ -1,75 +1,299 @@
-"""``hfgd-lab predict CKPT IMAGES... --out DIR``: colour masks, overlays and label maps."""
+"""``hfgd-lab predict CKPT IMAGES... --out DIR``: label maps, colour masks, overlays, a
+legend, and a per-class area summary.
+
+Every output is at the *input's* size: the image is downscaled to ``--max-side`` only for
+the forward pass, and the labels come back at one label per input pixel (nearest).
+Output names keep the input's path relative to the folder given (or its file name) and
+its extension, so ``x.png``, ``x.jpg`` and ``sub/x.png`` never share an output:
+
+    DIR/sub/x.png.labels.png    class index per pixel (uint8; uint16 above 256 classes)
+    DIR/sub/x.png.mask.png      class colours
+    DIR/sub/x.png.overlay.png   colours over the image (``--opacity``)
+    DIR/legend.png              every class with its colour
+    DIR/summary.json, .csv      per image and class: pixels, area %, mean confidence %
+    DIR/hfgd-lab-manifest.json  the files predict wrote here
+
+A file in ``DIR`` that predict did not write (not in its manifest) is never replaced
+unless ``--overwrite``; every option, input and output location is checked before the
+first image is processed.
+"""
 from __future__ import annotations
 
+import argparse
+import csv
+import io
+import json
 from pathlib import Path
 
+from ._common import (Manifest, add_inference_arguments, atomic_write,
+                      check_inference_arguments, int_at_least, probe_writable_dir, unit_float)
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+KINDS = ("labels", "mask", "overlay")
+SUMMARY = ("legend.png", "summary.json", "summary.csv")
 
 
-def add_arguments(p):
-    p.add_argument("checkpoint", help="checkpoint or bundled model name")
-    p.add_argument("images", nargs="+", help="image files or folders")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--opacity", type=float, default=0.5, help="overlay opacity of the mask")
-    p.add_argument("--max-side", type=int, default=2048, help="downscale larger images")
-    p.add_argument("--mode", choices=["whole", "slide"], default="whole")
-    p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"))
-    p.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"))
-    p.add_argument("--scales", type=float, nargs="+", default=[1.0])
-    p.add_argument("--flip", action="store_true")
-    p.add_argument("--device", default="auto")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="checkpoint (stem, .json, .safetensors, run folder) or "
+                                      "bundled model name")
+    p.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument("--out", required=True, help="output folder (created if needed)")
+    p.add_argument("--opacity", type=unit_float, default=0.5,
+                   help="opacity of the colours in the overlay, 0..1 (default 0.5)")
+    p.add_argument("--max-side", type=int_at_least(32), default=2048,
+                   help="run the model on a copy downscaled to this longest side (outputs "
+                        "stay at the input's size; default 2048)")
+    add_inference_arguments(p, scales_default=[1.0])
+    p.add_argument("--low-confidence", type=unit_float, default=0.5, metavar="P",
+                   help="warn when the mean confidence of an image is below P (default 0.5)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing files in --out that predict did not write")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def expand_inputs(items) -> list[Path]:
-    paths = []
+# ---- planning: inputs and outputs, before any work ---------------------------------------
+
+def expand_inputs(items, exclude: Path | None = None) -> list[tuple[Path, Path]]:
+    """``[(image path, relative name)]``: files as given (name = file name), folders
+    searched recursively (name = path inside the folder). Files under ``exclude`` (the
+    output folder) and hidden files are left out; the same file given twice counts once.
+
+    Raises FileNotFoundError naming a missing input, or when no image is found."""
+    out, seen = [], set()
+    excluded = exclude.resolve() if exclude is not None else None
+
+    def add(path: Path, rel: Path):
+        real = path.resolve()
+        if real in seen or (excluded is not None and excluded in real.parents):
+            return
+        seen.add(real)
+        out.append((path, rel))
+
     for item in items:
         p = Path(item)
         if p.is_dir():
-            paths += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES)
+            for q in sorted(p.rglob("*")):
+                rel = q.relative_to(p)
+                if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES and \
+                        not any(part.startswith(".") for part in rel.parts):
+                    add(q, rel)
         elif p.is_file():
-            paths.append(p)
+            add(p, Path(p.name))
         else:
-            raise FileNotFoundError(f"input not found: {p}")
-    if not paths:
-        raise FileNotFoundError(f"no images found in {', '.join(map(str, items))}")
-    return paths
+            raise FileNotFoundError(f"input {p}: no such file or folder")
+    if not out:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in "
+                                f"{', '.join(map(str, items))}")
+    return out
+
+
+def output_paths(out: Path, rel: Path) -> dict[str, Path]:
+    """Where the outputs of the input named ``rel`` go: ``{kind: path}``."""
+    return {kind: out / rel.parent / f"{rel.name}.{kind}.png" for kind in KINDS}
+
+
+def plan(inputs, out: Path) -> list[tuple[Path, Path, dict]]:
+    """``[(path, rel, outputs)]``; two inputs that would write the same file fail."""
+    planned, owner = [], {}
+    for path, rel in inputs:
+        outs = output_paths(out, rel)
+        first = outs["labels"]
+        if first in owner:
+            raise ValueError(f"inputs {owner[first]} and {path} would both write "
+                             f"{first}; give them in separate runs or inside one folder")
+        owner[first] = path
+        planned.append((path, rel, outs))
+    return planned
+
+
+# ---- what the model knows, in words ------------------------------------------------------
+
+def knows_only_scenes(loaded) -> bool:
+    """True for a model of the built-in procedural scenes (by its card, or by its
+    classes being exactly the scenes' classes)."""
+    from ..data.scenes import SCENE_CLASSES
+    return loaded.is_scenes_model or tuple(loaded.classes) == tuple(SCENE_CLASSES)
+
+
+def trained_on(loaded) -> str:
+    """What the card says the model was trained on, in a few words."""
+    if loaded.trained_on:
+        return loaded.trained_on.rstrip(".")
+    card = loaded.card
+    data = ((card.get("experiment") or {}).get("data") or {})
+    name = data.get("name") or card.get("dataset")
+    if not name:
+        return "unknown (its card does not say)"
+    where = f" at {data['root']}" if data.get("root") else ""
+    split = f", split {data['train_split']!r}" if data.get("train_split") else ""
+    return f"dataset {name!r}{where}{split}"
+
+
+def model_notes(loaded) -> list[str]:
+    names = list(loaded.classes)
+    shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+    lines = [f"model {loaded.name}: {loaded.num_classes} classes ({shown}); trained on "
+             f"{trained_on(loaded)}"]
+    if loaded.card.get("stand_in"):
+        lines.append("warning: this model is a random-weight stand-in (tests, development): "
+                     "its predictions mean nothing")
+    if knows_only_scenes(loaded):
+        lines.append("note: this model knows only the classes of the built-in procedural "
+                     "scenes; on photographs or other real images its labels are not "
+                     "meaningful (every pixel still gets one of its classes)")
+    return lines
+
+
+# ---- the run -----------------------------------------------------------------------------
+
+def _png(array):
+    from PIL import Image
+    return lambda tmp: Image.fromarray(array).save(tmp, format="PNG")
+
+
+def _summary_rows(record: dict) -> list[list]:
+    return [[record["input_name"], c["index"], c["class"], c["pixels"], c["area_pct"],
+             c["mean_confidence_pct"]] for c in record["classes"]]
+
+
+def _write_summary(out: Path, manifest: Manifest, model_name: str, classes, records: dict):
+    """summary.json (merged with the one a previous run wrote here) and summary.csv."""
+    path = out / "summary.json"
+    old = {}
+    if path.is_file() and manifest.owns(path):
+        try:
+            data = json.loads(path.read_text())
+            if data.get("model") == model_name and isinstance(data.get("images"), dict):
+                old = data["images"]
+        except (OSError, ValueError, AttributeError):
+            old = {}
+    images = {**old, **records}
+    doc = {"tool": "hfgd-lab predict", "model": model_name, "classes": list(classes),
+           "images": dict(sorted(images.items()))}
+    text = json.dumps(doc, indent=1) + "\n"
+    atomic_write(path, lambda t: t.write_text(text))
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["image", "class_index", "class", "pixels", "area_pct",
+                     "mean_confidence_pct"])
+    for key in doc["images"]:
+        writer.writerows(_summary_rows(doc["images"][key]))
+    atomic_write(out / "summary.csv", lambda t: t.write_text(buf.getvalue()))
 
 
 def run(args):
+    mode = check_inference_arguments(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out}: exists and is not a folder (predict writes "
+                              "several files per image into a folder)")
+    jobs = plan(expand_inputs(args.images, exclude=out), out)
+    manifest = Manifest(out, "predict")
+    manifest.check([p for _, _, outs in jobs for p in outs.values()]
+                   + [out / name for name in SUMMARY], args.overwrite)
+
+    # heavy imports only now that the arguments are known to be good: torch, timm and
+    # the model code take ~3-5 s to import (measured), which --help must not pay
     import numpy as np
-    import torch
-    from PIL import Image
     from tqdm.auto import tqdm
 
-    from ..data import ImageError, read_image
+    from ..data import ImageError, fit_max_side, read_image
     from ..engine.inference import InferenceOptions
     from ..engine.loaded import from_pretrained
     from ..viz import colorize, overlay
+    from ..viz.legend import legend_image
+    from ._common import resolve_device
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
-    if args.mode == "slide" and not args.crop:
-        raise ValueError("--mode slide needs --crop H W")
-    opts = InferenceOptions(args.mode, args.crop, args.stride, args.scales, args.flip)
-    predictor = from_pretrained(args.checkpoint, device=device)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for path in tqdm(expand_inputs(args.images), desc="predict"):
+    device = resolve_device(args.device)
+    opts = InferenceOptions(mode, list(args.crop) if args.crop else None,
+                            list(args.stride) if args.stride else None, list(args.scales),
+                            args.flip)
+    created = not out.exists()
+    probe_writable_dir(out, "--out")
+    try:
+        loaded = from_pretrained(args.checkpoint, device=device)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # nothing of ours is left behind by a failed start
+        raise
+    for line in model_notes(loaded):
+        print(line)
+    k, palette = loaded.num_classes, loaded.palette
+    label_dtype = np.uint8 if k <= 256 else np.uint16
+
+    manifest.record([out / "legend.png"])
+    atomic_write(out / "legend.png",
+                 _png(legend_image(loaded.classes, palette,
+                                   title=f"{loaded.name}: {k} classes")))
+
+    records, failures, low = {}, 0, 0
+    bar = tqdm(jobs, desc="predict", unit="img", disable=args.no_progress)
+    for path, rel, outs in bar:
         try:
             img = read_image(path, max_side=None)
         except ImageError as e:
-            print(f"skipped: {e}")
+            bar.write(f"skipped: {e}")
             failures += 1
             continue
-        labels, _ = predictor.segment(img.array, opts, max_side=args.max_side)
-        stem = path.stem
-        dtype = np.uint8 if predictor.num_classes <= 256 else np.uint16
-        Image.fromarray(labels.astype(dtype)).save(out / f"{stem}_labels.png")
-        Image.fromarray(colorize(labels, predictor.palette)).save(out / f"{stem}_mask.png")
-        Image.fromarray(overlay(img.array, labels, predictor.palette, args.opacity)).save(
-            out / f"{stem}_overlay.png")
+        h, w = img.array.shape[:2]
+        labels, conf = loaded.segment(img.array, opts, max_side=args.max_side)
+        areas = _class_areas(labels, conf, k, args.low_confidence)
+        warnings = []
+        if areas["mean"] < args.low_confidence:
+            low += 1
+            warnings.append(
+                f"low confidence (mean {areas['mean']:.2f}, {100 * areas['low_share']:.0f}% of "
+                f"pixels below {args.low_confidence:g}): the image may show things outside "
+                f"this model's {k} classes")
+        manifest.record(outs.values())
+        out_dir = outs["labels"].parent
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(outs["labels"], _png(labels.astype(label_dtype)))
+        atomic_write(outs["mask"], _png(colorize(labels, palette)))
+        atomic_write(outs["overlay"], _png(overlay(img.array, labels, palette, args.opacity)))
+        ih, iw = fit_max_side((h, w), args.max_side)  # what segment() ran the model on
+        key = rel.as_posix()
+        records[key] = {
+            "input": str(path), "input_name": key, "size": [w, h], "inference_size": [iw, ih],
+            "outputs": {kind: manifest.rel(p) for kind, p in outs.items()},
+            "mean_confidence": round(areas["mean"], 4),
+            "low_confidence_pct": round(100 * areas["low_share"], 2),
+            "classes": [{"index": c, "class": loaded.classes[c],
+                         "pixels": int(areas["pixels"][c]),
+                         "area_pct": round(100 * float(areas["share"][c]), 2),
+                         "mean_confidence_pct": round(100 * float(areas["conf"][c]), 1)}
+                        for c in areas["present"]],
+            "notes": list(img.notes), "warnings": warnings}
+        top = ", ".join(f"{loaded.classes[c]} {100 * areas['share'][c]:.1f}%"
+                        for c in areas["present"][:5])
+        more = len(areas["present"]) - 5
+        bar.write(f"{key} ({w}x{h}): {top}" + (f", +{more} more" if more > 0 else "")
+                  + f"; mean confidence {areas['mean']:.2f}")
         for note in img.notes:
-            print(f"{path.name}: {note}")
-    print(f"wrote results to {out}")
+            bar.write(f"  {key}: {note}")
+        for warning in warnings:
+            bar.write(f"  warning: {key}: {warning}")
+    bar.close()
+    manifest.record([out / "summary.json", out / "summary.csv"])
+    _write_summary(out, manifest, loaded.name, loaded.classes, records)
+    done = len(records)
+    print(f"wrote {done} result(s) to {out} (labels, mask and overlay per image; legend.png, "
+          f"summary.json, summary.csv)"
+          + (f"; {low} with low confidence" if low else "")
+          + (f"; {failures} of {len(jobs)} input(s) skipped" if failures else ""))
     return 1 if failures else 0
+
+
+def _class_areas(labels, conf, k: int, threshold: float) -> dict:
+    """Per-class pixels, share of the image and mean confidence (in [0, 1]); the mean
+    confidence over all pixels and the share below ``threshold``."""
+    import numpy as np
+    lab = labels.ravel()
+    c = conf.ravel().astype(np.float64)
+    pixels = np.bincount(lab, minlength=k)[:k]
+    sums = np.bincount(lab, weights=c, minlength=k)[:k]
+    present = [int(i) for i in np.argsort(-pixels, kind="stable") if pixels[i] > 0]
+    return {"pixels": pixels, "share": pixels / max(int(pixels.sum()), 1),
+            "conf": np.where(pixels > 0, sums / np.maximum(pixels, 1), 0.0),
+            "mean": float(c.mean()), "low_share": float((c < threshold).mean()),
+            "present": present}
