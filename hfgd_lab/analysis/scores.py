@@ -78,3 +78,13 @@ def normalize_confusion(confusion, by: str = "true") -> np.ndarray:
         raise ValueError(f"by must be 'true', 'pred' or 'all', got {by!r}")
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(d > 0, c / np.where(d > 0, d, 1), 0.0)
+
+
+def class_areas(pred, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """(K,) float64 share in [0, 1] of the counted pixels of an integer label map (any
+    shape) given to each class; labels outside ``[0, K)`` and ``ignore_index`` are not
+    counted (all zeros when none is)."""
+    p = np.asarray(pred).ravel().astype(np.int64)
+    p = p[(p >= 0) & (p < num_classes) & (p != ignore_index)]
+    counts = np.bincount(p, minlength=num_classes).astype(np.float64)
+    return counts / max(counts.sum(), 1.0)

@@ -4,24 +4,42 @@ Every function takes results from :mod:`hfgd_lab.analysis` (plus an optional pal
 and class names) and returns a :class:`matplotlib.figure.Figure` built with the
 object-oriented API (no pyplot state, Agg-safe, never shown): display it in a
 notebook, pass it to ``gr.Plot``, or ``fig.savefig(path)``.
+
+Text sizes are in points (:data:`FONT_TITLE`, :data:`FONT`, :data:`FONT_SMALL`); the
+smallest is :data:`MIN_FONT` = 8 pt, i.e. 12 px at the notebooks' 110 dpi (1 pt =
+dpi / 72 px), readable without zooming. Labels that could collide (class tokens in the
+embedding, names inside stacked bars) are placed or dropped so that none overlap.
 """
 from __future__ import annotations
 
+import textwrap
 from typing import Optional, Sequence
 
 import numpy as np
+from adjustText import adjust_text
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ..analysis.guidance import BOTH_WRONG, BROKE, FIXED, OUTCOME_NAMES
+from ..analysis.scores import normalize_confusion
 from .colors import as_palette, blend, default_palette, heatmap_overlay, overlay, to_uint8
 
-__all__ = ["plot_segmentation", "plot_prediction", "plot_heatmap", "plot_class_similarity",
-           "plot_token_similarity", "plot_shared_pca", "plot_agreement",
-           "plot_decision_changes", "plot_attention", "plot_embedding", "plot_confusion",
-           "plot_iou", "plot_gradient_norms", "plot_cka", "OUTCOME_COLORS", "outcome_rgb"]
+__all__ = ["plot_segmentation", "plot_prediction", "plot_prediction_grid", "plot_class_areas",
+           "plot_heatmap", "plot_class_similarity", "plot_token_similarity",
+           "plot_shared_pca", "plot_agreement", "plot_decision_changes", "plot_attention",
+           "plot_embedding", "plot_confusion", "plot_iou", "plot_gradient_norms", "plot_cka",
+           "plot_imagenet", "OUTCOME_COLORS", "outcome_rgb", "FONT_TITLE", "FONT",
+           "FONT_SMALL", "MIN_FONT"]
 
 OUTCOME_COLORS = {FIXED: (46, 204, 64), BROKE: (255, 65, 54), BOTH_WRONG: (255, 180, 0)}
+
+# text sizes in points: titles, axis labels and legends, ticks and annotations
+FONT_TITLE, FONT, FONT_SMALL = 10, 9, 8
+MIN_FONT = FONT_SMALL
 
 
 # ---- small helpers ------------------------------------------------------------------
@@ -42,8 +60,34 @@ def _pal(palette, k: int) -> np.ndarray:
 
 def _figure(rows: int, cols: int, panel: float = 3.2, extra_w: float = 0.0) -> tuple:
     fig = Figure(figsize=(panel * cols + extra_w, panel * rows), layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer for measuring text (label placement), no pyplot
     axes = fig.subplots(rows, cols, squeeze=False)
     return fig, axes
+
+
+def _wrap(text: Optional[str], width: int) -> Optional[str]:
+    """Long titles on several lines (each at most ``width`` characters), so that a
+    title never runs into its neighbour's."""
+    if not text:
+        return text
+    return "\n".join(textwrap.fill(line, width) for line in str(text).split("\n"))
+
+
+def _title(ax, text: Optional[str], width_in: Optional[float] = None):
+    """An axes title at :data:`FONT_TITLE`, wrapped to the panel's width (inches)."""
+    if not text:
+        return
+    if width_in is None:  # the panel's share of the figure's width, less a margin
+        spec = ax.get_subplotspec()
+        if spec is not None:
+            cols = spec.get_gridspec().ncols
+            span = spec.colspan.stop - spec.colspan.start
+            width_in = 0.9 * ax.figure.get_figwidth() * span / cols
+        else:
+            width_in = ax.figure.get_figwidth() * ax.get_position().width
+    # ~0.55 em per character: characters per line that fit the panel
+    chars = max(12, int(width_in * 72 / (0.55 * FONT_TITLE)))
+    ax.set_title(_wrap(text, chars), fontsize=FONT_TITLE)
 
 
 def _decimate(arr, max_px: Optional[int]):
@@ -62,17 +106,20 @@ def _image_axis(ax, img, title: Optional[str] = None, max_px: Optional[int] = No
               extent=(-0.5, w - 0.5, h - 0.5, -0.5))
     ax.set_xticks([])
     ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=9)
+    _title(ax, title)
+
+
+def _legend(ax, handles, **kw):
+    """A legend outside the right edge of ``ax`` at :data:`FONT`."""
+    if handles:
+        ax.legend(handles=handles, **{"loc": "upper left", "bbox_to_anchor": (1.01, 1.0),
+                                      "fontsize": FONT, "frameon": False, **kw})
 
 
 def _class_legend(ax, classes: Sequence[int], names, palette, max_items: int = 24):
     classes = list(classes)[:max_items]
-    handles = [Patch(facecolor=np.asarray(palette[k]) / 255.0, edgecolor="none",
-                     label=names[k]) for k in classes]
-    if handles:
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                  fontsize=7, frameon=False)
+    _legend(ax, [Patch(facecolor=np.asarray(palette[k]) / 255.0, edgecolor="none",
+                       label=names[k]) for k in classes])
 
 
 def _present(*masks, ignore_index: int = 255) -> list:
@@ -122,6 +169,113 @@ def plot_prediction(analysis, palette=None, class_names=None, alpha: float = 0.6
     return fig
 
 
+def plot_prediction_grid(analyses: dict, classes: Sequence[str], palette, alpha: float = 0.6,
+                         panel: float = 2.2, ignore_index: int = 255) -> Figure:
+    """One row per image: the image, ground truth (if any image has one), the model's
+    prediction (upsampler) and the HFG branch's prediction (OS32, if any), one legend of
+    the classes present.
+
+    Args:
+        analyses: ``{row name: ImageAnalysis}`` (e.g. several images, or several models
+            on one image).
+        classes: K class names; palette: (K, 3) colours.
+        panel: inches per panel.
+
+    Axes: rows x columns.
+    """
+    rows = list(analyses.items())
+    any_gt = any(a.target is not None for _, a in rows)
+    any_high = any(a.pred_high is not None for _, a in rows)
+    cols = ["image"] + (["ground truth"] if any_gt else []) + ["prediction (upsampler)"] \
+        + (["HFG branch (OS32)"] if any_high else [])
+    fig = Figure(figsize=(panel * len(cols) + 1.8, panel * len(rows) + 0.4),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), len(cols), squeeze=False)
+    k = len(classes)
+    pal, names = _pal(palette, k), _names(classes, k)
+    present = set()
+    for r, (name, a) in enumerate(rows):
+        maps = {"image": None, "ground truth": a.target, "prediction (upsampler)": a.pred,
+                "HFG branch (OS32)": a.pred_high}
+        for c, col in enumerate(cols):
+            ax = axes[r, c]
+            m = maps[col]
+            if col == "image":
+                _image_axis(ax, a.image)
+            elif m is None:
+                ax.imshow(a.image, interpolation="nearest", alpha=0.3)
+                ax.text(0.5, 0.5, "none", transform=ax.transAxes, ha="center", va="center",
+                        fontsize=FONT)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            else:
+                _image_axis(ax, overlay(a.image, m, pal, alpha, ignore_index))
+                present.update(_present(m, ignore_index=ignore_index))
+            if r == 0:
+                _title(ax, col, panel)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=FONT)
+    fig.legend(handles=[Patch(facecolor=pal[c] / 255.0, label=names[c])
+                        for c in sorted(present) if c < k],
+               loc="outside right upper", fontsize=FONT, frameon=False)
+    return fig
+
+
+def plot_class_areas(areas: dict, classes: Sequence[str], palette,
+                     title: Optional[str] = None) -> Figure:
+    """One stacked horizontal bar per image: the share of its pixels given to each
+    class (:func:`hfgd_lab.analysis.class_areas`). A segment is labelled with its class
+    and share only where the label fits inside it (the legend names every class).
+
+    Args:
+        areas: ``{image name: (K,) shares}`` (each summing to at most 1).
+        classes: K class names; palette: (K, 3) colours.
+
+    Axes: 1.
+    """
+    names = list(areas)
+    k = len(classes)
+    pal = _pal(palette, k) / 255.0
+    fig = Figure(figsize=(8.0, 0.5 * len(names) + 1.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    used = set()
+    labels = []
+    for row, name in enumerate(names):
+        left = 0.0
+        for c in range(k):
+            share = float(areas[name][c])
+            if share <= 0:
+                continue
+            used.add(c)
+            bar = ax.barh(row, share, left=left, color=pal[c], edgecolor="white",
+                          linewidth=0.5)[0]
+            if share > 0.04:
+                t = ax.text(left + share / 2, row, f"{classes[c]}\n{share:.0%}", ha="center",
+                            va="center", fontsize=FONT_SMALL,
+                            color="white" if pal[c].mean() < 0.5 else "black")
+                labels.append((t, bar))
+            left += share
+    ax.set_yticks(range(len(names)), names, fontsize=FONT)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the image's pixels", fontsize=FONT)
+    _title(ax, title or "predicted area per class")
+    _legend(ax, [Patch(facecolor=pal[c], label=classes[c]) for c in sorted(used)])
+    # keep a label only where it fits inside its segment (measured after layout)
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    for t, bar in labels:
+        box, seg = t.get_window_extent(renderer), bar.get_window_extent(renderer)
+        if box.width > seg.width - 2 or box.height > seg.height:
+            t.set_text(f"{float(bar.get_width()):.0%}")
+            box = t.get_window_extent(renderer)
+            if box.width > seg.width - 2:
+                t.remove()
+    return fig
+
+
 # ---- heatmaps -----------------------------------------------------------------------
 
 def plot_heatmap(image, values, title: Optional[str] = None, cmap: str = "inferno",
@@ -139,31 +293,24 @@ def plot_heatmap(image, values, title: Optional[str] = None, cmap: str = "infern
 
 
 def _heat(ax, image, v, cmap, alpha, lo, hi, title, max_px=None):
+    h, w = np.shape(v)[:2] if image is None else np.shape(image)[:2]
     if image is None:
-        h, w = v.shape
         ax.imshow(_decimate(v, max_px), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest",
                   extent=(-0.5, w - 0.5, h - 0.5, -0.5))
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if title:
-            ax.set_title(title, fontsize=9)
     else:
         img = heatmap_overlay(_decimate(image, max_px), _decimate(v, max_px), cmap, alpha, lo, hi)
-        h, w = np.shape(image)[:2]
         ax.imshow(img, interpolation="nearest", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if title:
-            ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    _title(ax, title)
 
 
-def _colorbar(fig, ax, cmap, lo, hi, label=None):
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
+def _colorbar(fig, ax, cmap, lo, hi, label=None, **kw):
     sm = ScalarMappable(norm=Normalize(lo, hi if hi > lo else lo + 1e-12), cmap=cmap)
-    cb = fig.colorbar(sm, ax=ax, shrink=0.8)
+    cb = fig.colorbar(sm, ax=ax, **{"shrink": 0.8, **kw})
+    cb.ax.tick_params(labelsize=FONT_SMALL)
     if label:
-        cb.set_label(label, fontsize=8)
+        cb.set_label(label, fontsize=FONT)
     return cb
 
 
@@ -202,18 +349,23 @@ def plot_token_similarity(matrix, class_names=None, cmap: str = "RdBu_r",
                          f"(analysis.token_similarity(tokens)), got shape {s.shape}")
     k = len(s)
     names = _names(class_names, k)
-    fig, axes = _figure(1, 1, max(3.5, 0.3 * k + 2), 1.0)
+    annotate = annotate if annotate is not None else k <= 12
+    # annotated cells must hold "-0.00" at FONT_SMALL: at least 0.42 in a side
+    fig, axes = _figure(1, 1, max(3.5, (0.42 if annotate else 0.3) * k + 2.2), 1.0)
     ax = axes[0, 0]
     im = ax.imshow(s, cmap=cmap, vmin=-1, vmax=1)
     ticks = np.arange(k) if k <= 40 else np.arange(0, k, max(1, k // 20))
-    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=7)
-    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=7)
-    ax.set_title("class-token cosine similarity", fontsize=9)
-    if annotate if annotate is not None else k <= 12:
+    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=FONT_SMALL)
+    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=FONT_SMALL)
+    _title(ax, "class-token cosine similarity")
+    if annotate:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{s[i, j]:.2f}", ha="center", va="center", fontsize=6)
-    fig.colorbar(im, ax=ax, shrink=0.8)
+                ax.text(j, i, f"{s[i, j]:.2f}", ha="center", va="center", fontsize=FONT_SMALL,
+                        color="white" if abs(s[i, j]) > 0.6 else "black")
+    cb = fig.colorbar(im, ax=ax, shrink=0.8)
+    cb.ax.tick_params(labelsize=FONT_SMALL)
+    cb.set_label("cosine", fontsize=FONT)
     return fig
 
 
@@ -229,7 +381,7 @@ def plot_shared_pca(pca, image=None) -> Figure:
     for ax, (t, img) in zip(axes[0], panels):
         _image_axis(ax, to_uint8(img), t)
     fig.suptitle("one basis fitted on both; variance explained "
-                 + ", ".join(f"{v:.0%}" for v in evr), fontsize=9)
+                 + ", ".join(f"{v:.0%}" for v in evr), fontsize=FONT_TITLE)
     return fig
 
 
@@ -250,31 +402,34 @@ def outcome_rgb(image, changes, alpha: float = 0.7) -> np.ndarray:
     return blend(out, col, alpha, where=where)
 
 
+def _outcome_handles(changes) -> list:
+    """Legend entries of :func:`outcome_rgb`'s colours, with pixel counts."""
+    c = changes.counts
+    if changes.outcome is None:
+        return [Patch(facecolor=(1, 0, 1), label=f"changed ({c['changed']} px)")]
+    return [Patch(facecolor=np.asarray(OUTCOME_COLORS[k]) / 255,
+                  label=f"{OUTCOME_NAMES[k]} ({c[key]} px)")
+            for k, key in ((FIXED, "fixed"), (BROKE, "broke"), (BOTH_WRONG, "both_wrong"))]
+
+
 def plot_decision_changes(changes, image, alpha: float = 0.7) -> Figure:
     """Where the upsampler changed the HFG branch's decision; with ground truth coloured
-    by outcome (fixed / broke / both wrong). Axes: 1."""
-    fig, axes = _figure(1, 1, 4.0, 1.6)
+    by outcome (fixed / broke / both wrong), with a legend of pixel counts. Axes: 1."""
+    fig, axes = _figure(1, 1, 4.0, 2.2)
     ax = axes[0, 0]
-    c = changes.counts
     _image_axis(ax, outcome_rgb(image, changes, alpha),
                 f"upsampler changed {changes.fraction_changed:.1%} of pixels")
-    if changes.outcome is not None:
-        handles = [Patch(facecolor=np.asarray(OUTCOME_COLORS[k]) / 255,
-                         label=f"{OUTCOME_NAMES[k]} ({c[key]})")
-                   for k, key in ((FIXED, "fixed"), (BROKE, "broke"), (BOTH_WRONG, "both_wrong"))]
-    else:
-        handles = [Patch(facecolor=(1, 0, 1), label=f"changed ({c['changed']})")]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
-              frameon=False)
+    _legend(ax, _outcome_handles(changes))
     return fig
 
 
 def plot_agreement(agreement, image, changes=None, cmap: str = "RdBu_r",
                    alpha: float = 0.65) -> Figure:
     """Cosine(F_up, upsampled F_high) with a colour bar, argmax agreement, and the
-    decision changes if given. Axes: 3 (cosine, colour bar, argmax) + 1 with changes."""
+    decision changes (with their legend) if given. Axes: 3 (cosine, colour bar,
+    argmax) + 1 with changes."""
     ncol = 3 if changes is not None else 2
-    fig, axes = _figure(1, ncol, 3.4, 1.6)
+    fig, axes = _figure(1, ncol, 3.4, 2.6 if changes is not None else 0.8)
     _heat(axes[0, 0], image, agreement.cosine_image, cmap, alpha, -1.0, 1.0,
           f"cos(F_up, F_high↑), mean {agreement.mean_cosine:.2f}")
     _colorbar(fig, axes[0, 0], cmap, -1.0, 1.0, "cosine")
@@ -283,18 +438,11 @@ def plot_agreement(agreement, image, changes=None, cmap: str = "RdBu_r",
     agree = blend(agree, np.broadcast_to(np.array([255, 0, 255], np.uint8), agree.shape),
                   alpha, where=dis)
     _image_axis(axes[0, 1], agree,
-                f"argmax differs (magenta), agree {agreement.agree_fraction:.1%}")
+                f"argmax differs (magenta); agree {agreement.agree_fraction:.1%}")
     if changes is not None:
         ax = axes[0, 2]
         _image_axis(ax, outcome_rgb(image, changes, alpha), "decision changes")
-        if changes.outcome is not None:
-            c = changes.counts
-            handles = [Patch(facecolor=np.asarray(OUTCOME_COLORS[k]) / 255,
-                             label=f"{OUTCOME_NAMES[k]} ({c[key]})")
-                       for k, key in ((FIXED, "fixed"), (BROKE, "broke"),
-                                      (BOTH_WRONG, "both_wrong"))]
-            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
-                      fontsize=7, frameon=False)
+        _legend(ax, _outcome_handles(changes))
     return fig
 
 
@@ -303,41 +451,69 @@ def plot_agreement(agreement, image, changes=None, cmap: str = "RdBu_r",
 def plot_attention(maps, image, layers: Optional[Sequence[int]] = None,
                    heads: Optional[Sequence[int]] = None, cmap: str = "inferno",
                    alpha: float = 0.65, panel: float = 2.2,
-                   max_px: Optional[int] = 256) -> Figure:
+                   max_px: Optional[int] = 256, scale: str = "panel") -> Figure:
     """An :class:`AttentionMaps` as a grid: one row per layer, one column per head plus
-    the head average; a last row with the rollout and the image with the query.
+    the head average; a last row with the rollout and the image with the query; one
+    colour bar.
 
-    Each panel is scaled to its own range (attention mass differs a lot between heads)
-    and drawn from at most ``max_px`` pixels a side (None: full resolution).
-    Axes: ``len(layers) * (len(heads) + 1) + 2``.
+    Args:
+        maps: :class:`hfgd_lab.analysis.AttentionMaps` (weights are shares of the
+            query's attention, in [0, 1], summing to one over the tokens).
+        image: (H, W, 3) uint8, the analysed image.
+        layers, heads: which to draw (default: all).
+        scale: ``"panel"`` scales each panel from 0 to its own maximum (attention mass
+            differs a lot between heads); the colour bar then reads "share of the
+            panel's maximum" and each title gives that maximum (the largest share any
+            one token gets). ``"shared"``: one scale, 0 to the largest value drawn; the
+            colour bar reads the attention weight itself.
+        max_px: each panel is drawn from at most this many pixels a side (None: full).
+
+    Axes: ``len(layers) * (len(heads) + 1) + 2`` panels + 1 colour bar.
+
+    Raises:
+        ValueError: an unknown ``scale``.
     """
+    if scale not in ("panel", "shared"):
+        raise ValueError(f"scale must be 'panel' or 'shared', got {scale!r}")
     layers = list(range(maps.num_layers)) if layers is None else list(layers)
     heads = list(range(maps.num_heads)) if heads is None else list(heads)
     cols = len(heads) + 1
-    fig = Figure(figsize=(panel * cols, panel * (len(layers) + 1)), layout="constrained")
+    fig = Figure(figsize=(panel * cols + 0.9, panel * (len(layers) + 1) + 0.2),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
     gs = fig.add_gridspec(len(layers) + 1, cols)
+    panels = []
+    for r, l in enumerate(layers):
+        for c, h in enumerate(heads):
+            panels.append((gs[r, c], maps.per_head[l, h], f"layer {l} · head {h}"))
+        panels.append((gs[r, cols - 1], maps.head_mean[l], f"layer {l} · head mean"))
+    panels.append((gs[len(layers), 0], maps.rollout, "rollout"))
+    top = max(float(np.nanmax(v)) for _, v, _ in panels)
+    axes = []
 
     def mark(ax):
         if maps.query is not None:
             ax.plot([maps.query[0]], [maps.query[1]], marker="+", color="lime",
                     markersize=10, markeredgewidth=2)
 
-    for r, l in enumerate(layers):
-        for c, h in enumerate(heads):
-            ax = fig.add_subplot(gs[r, c])
-            _heat(ax, image, maps.per_head[l, h], cmap, alpha, None, None,
-                  f"layer {l} head {h}", max_px)
-            mark(ax)
-        ax = fig.add_subplot(gs[r, cols - 1])
-        _heat(ax, image, maps.head_mean[l], cmap, alpha, None, None, f"layer {l} mean",
-              max_px)
+    for spec, v, title in panels:
+        ax = fig.add_subplot(spec)
+        peak = float(np.nanmax(v))
+        if scale == "panel":
+            _heat(ax, image, v, cmap, alpha, 0.0, peak if peak > 0 else 1.0,
+                  f"{title}\nmax {peak:.1%}", max_px)
+        else:
+            _heat(ax, image, v, cmap, alpha, 0.0, top if top > 0 else 1.0, title, max_px)
         mark(ax)
-    ax = fig.add_subplot(gs[len(layers), 0])
-    _heat(ax, image, maps.rollout, cmap, alpha, None, None, "rollout", max_px)
-    mark(ax)
+        axes.append(ax)
     ax = fig.add_subplot(gs[len(layers), 1] if cols > 1 else gs[len(layers), 0])
     _image_axis(ax, image, f"query: {maps.label}", max_px)
     mark(ax)
+    if scale == "panel":
+        _colorbar(fig, axes, cmap, 0.0, 1.0, "share of the panel's maximum", shrink=0.6)
+    else:
+        _colorbar(fig, axes, cmap, 0.0, top, "attention weight (share of the query's)",
+                  shrink=0.6)
     return fig
 
 
@@ -346,7 +522,8 @@ def plot_attention(maps, image, layers: Optional[Sequence[int]] = None,
 def plot_embedding(embedding, palette=None, class_names=None, point_size: float = 6.0,
                    ignore_index: int = 255) -> Figure:
     """Pixel features (marker per source: F_high "^", F_up "o") coloured by class, and
-    the class tokens as labelled stars. Axes: 1."""
+    the class tokens as labelled stars. Token labels are placed by ``adjustText`` so
+    that no two overlap (a thin line joins a moved label to its star). Axes: 1."""
     e = embedding
     labels = e.labels
     known = labels[(labels >= 0) & (labels != ignore_index)]
@@ -363,28 +540,53 @@ def plot_embedding(embedding, palette=None, class_names=None, point_size: float 
         ax.scatter(e.points[sel, 0], e.points[sel, 1], s=point_size, c=col,
                    marker=markers.get(str(src), "o"), alpha=0.7, linewidths=0,
                    label=f"F_{src}" if src in markers else str(src))
-    if e.token_points is not None:
-        tp = e.token_points
-        ax.scatter(tp[:, 0], tp[:, 1], s=140, c=pal[:len(tp)] / 255.0, marker="*",
-                   edgecolors="black", linewidths=0.8, label="class tokens")
-        for i, (x, y) in enumerate(tp):
-            ax.annotate(names[i], (x, y), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-    ax.set_title(f"pixel features and class tokens ({e.method})", fontsize=9)
-    from matplotlib.lines import Line2D
+    _title(ax, f"pixel features and class tokens ({e.method})")
+    # the coordinates carry no unit (PCA / t-SNE): no tick labels to read or collide
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(f"{e.method} 1", fontsize=FONT)
+    ax.set_ylabel(f"{e.method} 2", fontsize=FONT)
     shapes = [Line2D([], [], linestyle="none", marker=markers.get(str(src), "o"),
                      color="0.4", label=f"F_{src}" if src in markers else str(src))
               for src in np.unique(e.source)]
     if e.token_points is not None:
         shapes.append(Line2D([], [], linestyle="none", marker="*", markersize=10,
                              markerfacecolor="white", color="black", label="class tokens"))
-    ax.legend(handles=shapes, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7,
-              frameon=False)
-    present = sorted(set(int(v) for v in labels[valid]))
+    _legend(ax, shapes)
+    present = set(int(v) for v in labels[valid])
+    if e.token_points is not None:
+        present |= set(range(len(e.token_points)))
+    present = sorted(present)
     if present and len(present) <= 24:
         handles = [Patch(facecolor=pal[c] / 255.0, label=names[c]) for c in present]
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(6, len(handles)),
-                   fontsize=7, frameon=False)
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(5, len(handles)),
+                   fontsize=FONT, frameon=False)
+    if e.token_points is not None:
+        tp = e.token_points
+        ax.scatter(tp[:, 0], tp[:, 1], s=140, c=pal[:len(tp)] / 255.0, marker="*",
+                   edgecolors="black", linewidths=0.8, label="class tokens", zorder=3)
+        texts = [ax.text(x, y, names[i], fontsize=FONT, zorder=4,
+                         bbox=dict(boxstyle="round,pad=0.15", facecolor="white", alpha=0.75,
+                                   edgecolor="none"))
+                 for i, (x, y) in enumerate(tp)]
+        fig.draw_without_rendering()  # final layout first: adjustText measures in pixels
+        _, arrows = adjust_text(texts, ax=ax, x=tp[:, 0], y=tp[:, 1], expand=(1.2, 1.5),
+                                force_text=(0.3, 0.6), iter_lim=2000,
+                                arrowprops=dict(arrowstyle="-", color="0.3", lw=0.6))
+        # a label adjustText could not free is hidden with its line (the class stays
+        # in the colour legend)
+        renderer = fig.canvas.get_renderer()
+        kept = []
+        for t in texts:
+            box = t.get_window_extent(renderer)
+            if any(box.overlaps(k) for k in kept):
+                t.set_visible(False)
+                for a in arrows or []:
+                    if getattr(a, "patchA", None) is t or getattr(
+                            getattr(a, "arrow_patch", None), "patchA", None) is t:
+                        a.set_visible(False)
+            else:
+                kept.append(box)
     return fig
 
 
@@ -392,27 +594,28 @@ def plot_confusion(confusion, class_names=None, normalize: Optional[str] = "true
                    cmap: str = "Blues", annotate: Optional[bool] = None) -> Figure:
     """Confusion matrix (rows: truth, columns: prediction), normalised per ``"true"``
     row, ``"pred"`` column, ``"all"`` or raw counts (None). Axes: 2 (+ colour bar)."""
-    from ..analysis.scores import normalize_confusion
     c = np.asarray(confusion)
     k = len(c)
     names = _names(class_names, k)
     m = normalize_confusion(c, normalize) if normalize else c.astype(np.float64)
-    fig, axes = _figure(1, 1, max(3.5, 0.32 * k + 2), 1.0)
+    annotate = annotate if annotate is not None else k <= 12
+    fig, axes = _figure(1, 1, max(3.5, (0.42 if annotate else 0.32) * k + 2.2), 1.0)
     ax = axes[0, 0]
     im = ax.imshow(m, cmap=cmap, vmin=0, vmax=1 if normalize else None, interpolation="nearest")
     ticks = np.arange(k) if k <= 40 else np.arange(0, k, max(1, k // 20))
-    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=7)
-    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=7)
-    ax.set_xlabel("prediction", fontsize=8)
-    ax.set_ylabel("ground truth", fontsize=8)
-    ax.set_title("confusion" + (f" (normalised by {normalize})" if normalize else ""), fontsize=9)
-    if annotate if annotate is not None else k <= 12:
+    ax.set_xticks(ticks, [names[i] for i in ticks], rotation=90, fontsize=FONT_SMALL)
+    ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=FONT_SMALL)
+    ax.set_xlabel("prediction", fontsize=FONT)
+    ax.set_ylabel("ground truth", fontsize=FONT)
+    _title(ax, "confusion" + (f" (normalised by {normalize})" if normalize else ""))
+    if annotate:
         for i in range(k):
             for j in range(k):
                 txt = f"{m[i, j]:.2f}" if normalize else f"{int(m[i, j])}"
-                ax.text(j, i, txt, ha="center", va="center", fontsize=6,
+                ax.text(j, i, txt, ha="center", va="center", fontsize=FONT_SMALL,
                         color="white" if m[i, j] > 0.6 * (m.max() or 1) else "black")
-    fig.colorbar(im, ax=ax, shrink=0.8)
+    cb = fig.colorbar(im, ax=ax, shrink=0.8)
+    cb.ax.tick_params(labelsize=FONT_SMALL)
     return fig
 
 
@@ -427,15 +630,15 @@ def plot_iou(iou, class_names=None, palette=None, title: Optional[str] = None) -
     x = np.arange(k)
     ax.bar(x, np.nan_to_num(v), color=pal[:k] / 255.0, edgecolor="black", linewidth=0.4)
     for i in np.flatnonzero(np.isnan(v)):
-        ax.text(i, 1, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+        ax.text(i, 1, "n/a", ha="center", va="bottom", fontsize=FONT_SMALL, rotation=90)
     if np.isfinite(v).any():
         miou = float(np.nanmean(v))
         ax.axhline(miou, color="black", linestyle="--", linewidth=1)
-        ax.text(k - 0.5, miou, f" mIoU {miou:.1f}", va="bottom", ha="right", fontsize=8)
-    ax.set_xticks(x, names, rotation=90, fontsize=7)
+        ax.text(k - 0.5, miou, f" mIoU {miou:.1f}", va="bottom", ha="right", fontsize=FONT)
+    ax.set_xticks(x, names, rotation=90, fontsize=FONT_SMALL)
     ax.set_ylim(0, 100)
-    ax.set_ylabel("IoU (%)", fontsize=8)
-    ax.set_title(title or "per-class IoU", fontsize=9)
+    ax.set_ylabel("IoU (%)", fontsize=FONT)
+    _title(ax, title or "per-class IoU")
     return fig
 
 
@@ -457,14 +660,14 @@ def plot_gradient_norms(norms, log: bool = True, title: Optional[str] = None) ->
         ax.bar(xs, np.where(vals > 0, vals, np.nan), width, label=loss)
         for xi, v in zip(xs, vals):
             if v == 0:
-                ax.text(xi, floor if log else 0, "0", ha="center", va="bottom", fontsize=7)
+                ax.text(xi, floor if log else 0, "0", ha="center", va="bottom", fontsize=FONT_SMALL)
     if log and pos.size:
         ax.set_yscale("log")
         ax.set_ylim(bottom=floor)
-    ax.set_xticks(x, g.modules, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("gradient L2 norm", fontsize=8)
-    ax.set_title(title or "gradient reaching each module, per loss", fontsize=9)
-    ax.legend(fontsize=7, frameon=False)
+    ax.set_xticks(x, g.modules, rotation=45, ha="right", fontsize=FONT_SMALL)
+    ax.set_ylabel("gradient L2 norm", fontsize=FONT)
+    _title(ax, title or "gradient reaching each module, per loss")
+    ax.legend(fontsize=FONT, frameon=False)
     return fig
 
 
@@ -491,7 +694,51 @@ def plot_cka(cka, title: Optional[str] = None, ylim=(0.0, 1.02)) -> Figure:
     if stages:
         ax.set_xticks(np.arange(len(stages)), stages)
     ax.set_ylim(*ylim)
-    ax.set_ylabel("linear CKA", fontsize=8)
-    ax.set_title(title or "feature similarity per backbone stage", fontsize=9)
-    ax.legend(fontsize=7, frameon=False)
+    ax.set_ylabel("linear CKA", fontsize=FONT)
+    _title(ax, title or "feature similarity per backbone stage")
+    ax.legend(fontsize=FONT, frameon=False)
+    return fig
+
+
+# ---- the pretrained classifier ------------------------------------------------------
+
+def plot_imagenet(view, what: str = "cosine", credit: Optional[str] = None,
+                  alpha: float = 0.6, panel: float = 2.6, max_px: Optional[int] = 384) -> Figure:
+    """The pretrained backbone's own ImageNet classifier on a photo
+    (:class:`hfgd_lab.analysis.ImageNetView`): the photo, then one panel per top class
+    with its class-token map over the image at stride 32 (one value per 32-px cell),
+    titled with the class name and the classifier's probability; one colour bar.
+
+    Args:
+        view: :func:`hfgd_lab.analysis.analyze_imagenet`'s result.
+        what: ``"cosine"``: cosine similarity of each cell's feature to the class token,
+            in [-1, 1] (one symmetric scale, blue-white-red); ``"evidence"``: each cell's
+            logit for the class (the class activation map; their mean is the
+            classifier's logit), one scale over all panels.
+        credit: the photo's attribution, printed under the figure.
+
+    Axes: 1 + len(view.classes) panels + 1 colour bar.
+
+    Raises:
+        ValueError: an unknown ``what``.
+    """
+    if what not in ("cosine", "evidence"):
+        raise ValueError(f"what must be 'cosine' or 'evidence', got {what!r}")
+    maps = view.cosine if what == "cosine" else view.evidence
+    if what == "cosine":
+        lim = max(float(np.abs(maps).max()), 1e-6)
+        lo, hi, cmap, label = -lim, lim, "RdBu_r", "cosine to the class token"
+    else:
+        lo, hi, cmap = float(maps.min()), float(maps.max()), "inferno"
+        label = "class evidence (cell logit)"
+    n = len(view.classes)
+    fig, axes = _figure(1, n + 1, panel, 0.9)
+    _image_axis(axes[0, 0], view.image, "photo", max_px)
+    for i in range(n):
+        _heat(axes[0, i + 1], view.image, maps[i], cmap, alpha, lo, hi,
+              f"{i + 1}. {view.names[i]} ({view.probs[i]:.0%})", max_px)
+    _colorbar(fig, list(axes[0, 1:]), cmap, lo, hi, label, shrink=0.9)
+    if credit:
+        fig.supxlabel(_wrap(credit, int((panel * (n + 1) + 0.9) * 72 / (0.55 * FONT_SMALL))),
+                      fontsize=FONT_SMALL, color="0.3")
     return fig
