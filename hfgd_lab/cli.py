@@ -91,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     command = _command_of(argv)
     # no (known) command: the top-level help or error needs no command's arguments
     parser = build_parser(only=command if command in COMMANDS else "")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        if e.code in (0, None):  # --help, --version: argparse's own exit
+            raise
+        return int(e.code) if isinstance(e.code, int) else 2  # its one-line error is out
     args._argv = argv  # for provenance records
     if not getattr(args, "command", None):
         parser.print_help()

@@ -77,19 +77,27 @@ def test_eval_on_a_folder_dataset_from_make_scenes(pipeline, capsys):
     assert json.loads((tmp / "f.json").read_text())["num_images"] == 2
 
 
-def test_predict_writes_masks_and_skips_bad_files(pipeline, capsys):
-    tmp, run = pipeline
-    img = tmp / "in" / "photo.jpg"
-    img.parent.mkdir()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), np.uint8)).save(img)
-    (tmp / "in" / "notes.png").write_bytes(b"this is not an image")
-    code = main(["predict", str(run / "best"), str(tmp / "in"), "--out", str(tmp / "pred")])
-    assert code == 1  # one input was refused
-    assert "notes.png: not a readable image" in capsys.readouterr().out
-    labels = np.asarray(Image.open(tmp / "pred" / "photo_labels.png"))
-    assert labels.shape == (50, 70) and labels.max() < 10
-    assert np.asarray(Image.open(tmp / "pred" / "photo_overlay.png")).shape == (50, 70, 3)
-    assert (tmp / "pred" / "photo_mask.png").is_file()
+def test_train_prints_each_validation_and_logs_every_group_lr(pipeline, capsys):
+    """Each validation prints a line even with --no-progress; log.jsonl records the lr of
+    every parameter group (head and backbone), not one of them."""
+    tmp, _ = pipeline
+    run = tmp / "run_verbose"
+    assert main(["train", str(tmp / "exp.yaml"), "--work-dir", str(run), "--no-progress",
+                 "--set", "train.iters=4", "model.backbone_weights=null"]) == 0
+    out = capsys.readouterr().out
+    vals = [line for line in out.splitlines() if line.startswith("val@")]
+    assert [v.split(":")[0] for v in vals] == ["val@2", "val@4"], out
+    assert all("mIoU" in v and "mAcc" in v and "best mIoU" in v for v in vals)
+    assert "best mIoU" in out.splitlines()[-1]
+    logs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    lrs = [rec["lr"] for rec in logs if "lr" in rec]
+    assert lrs and all({"head", "backbone"} <= set(lr) for lr in lrs)
+    # the schedule's multiplier: backbone at 0.1x the head (TrainConfig.backbone_lr_mult)
+    assert all(abs(lr["backbone"] - 0.1 * lr["head"]) < 1e-12 for lr in lrs)
+    assert main(["train", str(tmp / "exp.yaml"), "--work-dir", str(tmp / "run_q"), "--quiet",
+                 "--set", "train.iters=2", "model.backbone_weights=null"]) == 0
+    assert not [line for line in capsys.readouterr().out.splitlines()
+                if line.startswith("val@")]
 
 
 def test_bad_inputs_exit_with_a_message(tmp_path, capsys):
@@ -97,7 +105,7 @@ def test_bad_inputs_exit_with_a_message(tmp_path, capsys):
     assert main(["train", str(tmp_path / "bad.yaml")]) == 2
     assert "output_stride=3" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing")]) == 2
-    assert "not found" in capsys.readouterr().err
+    assert "no checkpoint at" in capsys.readouterr().err
     (tmp_path / "ok.yaml").write_text("model:\n  num_classes: 10\n")
     assert main(["train", str(tmp_path / "ok.yaml"), "--set", "nokey=1"]) == 2
     assert "unknown key 'nokey'" in capsys.readouterr().err
