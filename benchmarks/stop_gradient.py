@@ -118,6 +118,7 @@ class Reporter:
                 "machine": machine(), "date": time.strftime("%Y-%m-%d"),
                 "jobs": args.jobs, "threads": args.threads,
                 "run_minutes_total": sum(r["seconds"] for r in results) / 60,
+                "run_cpu_minutes_total": sum(r.get("cpu_seconds", 0) for r in results) / 60,
                 "config": cfg}
         data = {"meta": meta, "summary": summary}
         text = f"## {reg.title}\n\n{reg.question}\n\n{sg.markdown_table(summary)}\n\n" \
@@ -234,6 +235,7 @@ def bundle(plan, results: list[dict], first: dict, dest: Path, subset: int,
                    "provenance": {"command": " ".join(["python"] + sys.argv),
                                   "machine": machine(), "date": time.strftime("%Y-%m-%d"),
                                   "train_minutes": r["seconds"] / 60,
+                                  "train_cpu_minutes": r.get("cpu_seconds", 0) / 60,
                                   "threads": r.get("threads"),
                                   "jobs": jobs,
                                   "note": f"{jobs} run(s) side by side on the machine, "

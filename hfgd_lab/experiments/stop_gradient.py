@@ -111,9 +111,11 @@ def run_variant(base: ExperimentConfig, variant: str, seed: int, work_dir, pretr
             g = gradient_norms(model, probe_x, probe_y, train=False)
             grads.append({"iter": step, "norms": g.as_dict()})
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = train(cfg, progress=progress, on_step=on_step, verbose=False)
-    seconds = time.perf_counter() - t0
+    # wall time depends on what else the machine runs; CPU time of this process (with
+    # one torch thread: about a quiet run's wall time) does much less
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     model, card = load_checkpoint(Path(work_dir) / "last")
     train_metrics = evaluate(model, labelled, progress=False)
     cka = {}
@@ -129,7 +131,8 @@ def run_variant(base: ExperimentConfig, variant: str, seed: int, work_dir, pretr
         extra[name] = evaluate(model, ds, progress=False)["mIoU"]
     log = [json.loads(line) for line in (Path(work_dir) / "log.jsonl").read_text().splitlines()]
     result = {
-        "variant": variant, "seed": seed, "seconds": seconds, "extra_val": extra,
+        "variant": variant, "seed": seed, "seconds": seconds, "cpu_seconds": cpu_seconds,
+        "extra_val": extra,
         "backbone_pretraining": card.get("backbone_pretraining"),
         "threads": torch.get_num_threads(),
         "val": {k: out["last"][k] for k in ("mIoU", "mAcc", "aAcc", "IoU")},
@@ -482,7 +485,8 @@ def summarize(results: list[dict]) -> dict:
                "grad_up_backbone": _mean_std([mean_grad(r, "backbone", "loss_up") for r in rs]),
                "grad_high_backbone": _mean_std([mean_grad(r, "backbone", "loss_high")
                                                 for r in rs]),
-               "minutes": _mean_std([r["seconds"] / 60 for r in rs])}
+               "minutes": _mean_std([r["seconds"] / 60 for r in rs]),
+               "cpu_minutes": _mean_std([r.get("cpu_seconds", math.nan) / 60 for r in rs])}
         for s in STAGES:
             row[f"cka_{s}"] = _mean_std([r["cka"].get(s) for r in rs])
         for s in STAGES:
@@ -527,7 +531,8 @@ def compare_regimes(results: list[dict], reference: list[dict]) -> dict:
 def compact_run(result: dict) -> dict:
     """A run's result without its full config and with backbone-only gradient probes:
     what the regime JSON in docs/results keeps per seed (a few KB)."""
-    keep = {k: result[k] for k in ("variant", "seed", "seconds", "val", "best_val", "history",
+    keep = {k: result[k] for k in ("variant", "seed", "seconds", "cpu_seconds", "val",
+                                   "best_val", "history",
                                    "train_mIoU", "cka", "loss_curve") if k in result}
     keep["extra_val"] = result.get("extra_val", {})
     keep["grad_norms"] = [{"iter": g["iter"],
