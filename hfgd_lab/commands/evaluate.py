@@ -50,7 +50,7 @@ def check_out(out: Path, overwrite: bool) -> None:
         if not ours:
             raise FileExistsError(f"--out {out}: exists and was not written by {TOOL}; choose "
                                   "another file, or pass --overwrite to replace it")
-    probe_writable_dir(out.parent, "--out")
+    probe_writable_dir(out.parent, "--out", out)
 
 
 def run(args):
