@@ -535,7 +535,7 @@ def new_set_name(iteration: int) -> str:
 
 def clean_run_folder(work_dir: str | Path) -> list[str]:
     """Remove what killed saves left in run folder ``work_dir``: temporary files and
-    folders, sets that no pointer references, and the two-file ``last`` / ``best`` of
+    folders (of sets, pointers and the log's truncation), sets that no pointer references, and the two-file ``last`` / ``best`` of
     an older hfgd-lab once their card has been replaced by a pointer. Files it did not
     name are never touched. Returns the removed names (relative to ``work_dir``)."""
     work_dir = Path(work_dir)
@@ -553,6 +553,14 @@ def clean_run_folder(work_dir: str | Path) -> list[str]:
                 gone = path.with_name(f".del-{path.name}")
                 os.rename(path, gone)
                 path = gone
+            files = sorted(path.iterdir())
+            for i, f in enumerate(files):
+                if i == len(files) // 2:
+                    fault_point(f"remove {path.name} (half removed)")
+                if f.is_dir() and not f.is_symlink():
+                    shutil.rmtree(f, ignore_errors=True)
+                else:
+                    f.unlink(missing_ok=True)
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
@@ -567,7 +575,10 @@ def clean_run_folder(work_dir: str | Path) -> list[str]:
     if work_dir.is_dir():
         for entry in sorted(work_dir.iterdir()):
             n = entry.name
-            if n.startswith(tuple(f".{p}." for p in POINTERS)) and n.endswith(".tmp"):
+            # temporary files of the pointers, of the log's truncation, and of the
+            # two-file saves of hfgd-lab < 0.3
+            if n.startswith((*(f".{p}." for p in POINTERS), ".log.jsonl.")) \
+                    and n.endswith(".tmp"):
                 remove(entry)
         for p in POINTERS:
             if read_pointer(work_dir / f"{p}.json") is not None:
