@@ -1,4 +1,4 @@
 """Launch the hfgd-lab Gradio app on the bundled default model: ``python app.py --help``."""
-from hfgd_lab.app import main
+from hfgd_lab.app.server import main
 
-main()
+raise SystemExit(main())

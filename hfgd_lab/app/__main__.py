@@ -1,6 +1,6 @@
 """``python -m hfgd_lab.app [--port N ...]``: serve the app (same as ``hfgd-lab app``)."""
 import sys
 
-from . import main
+from .server import main
 
 sys.exit(main())

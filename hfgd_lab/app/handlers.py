@@ -1,112 +1,128 @@
 """The app's functions, free of Gradio: plain values in, arrays and text out.
 
-:class:`App` holds the loaded models and a small LRU of analysed images keyed by
-``(model, image digest, options)``: the first request for an image runs the model once
-(:func:`hfgd_lab.analysis.analyze_image`, plus the augmented views when sliding window
-or flip is on) and every view -- segmentation, class tokens, guidance, attention for
-any clicked pixel -- is derived from that stored pass. The stop-gradient comparison
-runs the three bundled models once each per image, cached the same way.
+The path of an uploaded image, in one pass through this module: :meth:`App.read`
+turns whatever arrived (a file, bytes, an array) into pixels with
+:func:`hfgd_lab.data.read_image` (pixel cap checked on the header, before decoding);
+:meth:`App.analysed` runs :func:`hfgd_lab.analysis.analyze_image` once per (model,
+image, options) -- its forward pass and test-time augmentation are the engine's
+:func:`~hfgd_lab.engine.infer` -- and keeps the result in the shared
+:class:`~hfgd_lab.analysis.AnalysisCache`; each view method (segmentation, class
+tokens, guidance, attention for any pixel, the stop-gradient comparison, the
+pretrained ImageNet classifier) derives its arrays from that stored pass and draws
+them with :mod:`hfgd_lab.viz` and :mod:`hfgd_lab.viz.tiles`.
 
-Every handler raises :class:`~hfgd_lab.app.state.AppError` with a message for the
-user when the input cannot be used; :mod:`hfgd_lab.app.ui` shows it as a Gradio error.
+Every method raises :class:`~hfgd_lab.app.state.AppError` with a message for the user
+when an input cannot be used; :mod:`hfgd_lab.app.ui` shows it and keeps the last good
+result on screen.
 """
 from __future__ import annotations
 
+import base64
+import ctypes
+import gc
+import html
 import io
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+import torch
 
-from ..analysis.image import HIGH_STRIDE, resize_labels
-from ..imageio import ImageError, LoadedImage, read_image
-from ..viz import (OUTCOME_COLORS, heatmap_overlay, mark_point, outcome_rgb, overlay,
-                   to_uint8)
-from . import render
-from .render import escape
-from .state import (SCENE_VARIANTS, AppError, LRU, ModelEntry, ModelStore, Options,
-                    digest_array, digest_bytes, digest_file)
+from ..analysis import (HIGH_STRIDE, LRU, AnalysisCache, CachedAnalysis, analyze_image,
+                        analyze_imagenet, class_similarity, decision_changes, digest_array, digest_bytes,
+                        digest_file, feature_agreement, segmentation_scores, shared_pca)
+from ..config import VARIANTS
+from ..data import ImageError, read_image
+from ..data.preprocess import resize_labels
+from ..engine import LoadedModel, zoo
+from ..experiments.stop_gradient import describe_summary, stored_results
+from ..models.imagenet import imagenet_classifier
+from ..models.weights import PACKAGED
+from ..viz import OUTCOME_COLORS, heatmap_overlay, mark_point, outcome_rgb, overlay, to_uint8
+from ..viz import tiles
+from .state import AppError, ModelStore, Options, short
 
-__all__ = ["App", "ImageInfo", "Analysed", "SegmentView", "ClassTokenView",
-           "GuidanceView", "AttentionView", "CompareView", "ModelInfo"]
+__all__ = ["App", "ImageInfo", "SegmentView", "ClassTokenView", "GuidanceView",
+           "AttentionView", "CompareView", "PretrainedView", "ModelInfo", "escape",
+           "MAX_PIXELS", "IMAGENET_SIDE", "OUTCOME_LEGEND"]
 
 Progress = Optional[Callable]
+
+# The app decodes at most this many pixels (checked on the file's header, before any
+# pixel is decoded): a 40 MP PNG costs ~160 MB to decode (PIL holds RGB as 4 bytes a
+# pixel), where the 450 MP default of read_image would cost 1.8 GB per request.
+# JPEGs count at the reduced size they are decoded at (1/2..1/8, draft mode).
+MAX_PIXELS = 40_000_000
+IMAGENET_SIDE = 320           # the ImageNet classifier's input cap (it trained at 224 px)
+IMAGENET_BACKBONE = "tf_efficientnet_lite0"
+OUTCOME_LEGEND = ((OUTCOME_COLORS[1], "fixed by the upsampler"),
+                  (OUTCOME_COLORS[2], "broken by the upsampler"),
+                  (OUTCOME_COLORS[3], "changed, both wrong"))
+CHANGED_COLOR = (255, 0, 255)
 
 
 def _noop(*_, **__):
     pass
 
 
+def escape(text) -> str:
+    """Text from a card or a file name, safe inside HTML and Markdown (tables too);
+    quotes are left alone so names in code spans read as typed."""
+    return html.escape(str(text), quote=False).replace("|", "&#124;")
+
+
 # ---- what the views return -----------------------------------------------------------
 
 @dataclass
 class ImageInfo:
-    """An input image as read (at one resolution cap)."""
+    """An input image as read (at one resolution cap).
 
-    digest: str                  # sha1 of the file (or array) as given
+    Attributes:
+        digest: sha1 of the file (or array) as given. name: how the page names it.
+        size: (W, H) upright, as uploaded (after EXIF rotation).
+        array: (h, w, 3) uint8 after the resolution cap. notes: what reading changed.
+        kind: ``"scene"`` / ``"photo"`` (an example) or ``"upload"``.
+        target: ground truth of a scene example at (h, w), else None.
+    """
+
+    digest: str
     name: str
-    size: tuple                  # (W, H) upright, as uploaded (after EXIF rotation)
-    array: np.ndarray            # (h, w, 3) uint8 after the resolution cap
+    size: tuple
+    array: np.ndarray
     notes: list
-    kind: str                    # "scene", "photo" (a bundled example) or "upload"
-    target: Optional[np.ndarray] = None   # ground truth of a scene example, at (h, w)
-
-
-@dataclass(eq=False)
-class Analysed:
-    """One forward pass of one model on one image with one set of options."""
-
-    analysis: object             # hfgd_lab.analysis.ImageAnalysis
-    model: ModelEntry
-    image: ImageInfo
-    options: Options
-    seconds: float               # time the forward pass(es) and post-processing took
-    derived: dict = field(default_factory=dict)   # views computed from it, kept
-
-    def derive(self, name, fn):
-        if name not in self.derived:
-            self.derived[name] = fn()
-        return self.derived[name]
-
-    def scores(self):
-        """Scores against the image's ground truth (``analysis.SegScores``), or None."""
-        a = self.analysis
-        if a.target is None:
-            return None
-        from ..analysis import segmentation_scores
-        return self.derive("scores", lambda: segmentation_scores(
-            a.pred, a.target, self.model.num_classes))
-
-    def to_analysed(self, x: float, y: float) -> tuple[float, float]:
-        """(x, y) in the uploaded image's pixels -> the analysed image's pixels."""
-        w0, h0 = self.image.size
-        h, w = self.analysis.input_size
-        return x * w / w0, y * h / h0
-
-    def to_image(self, x: float, y: float) -> tuple[int, int]:
-        """The inverse: analysed pixels -> the uploaded image's (whole) pixels."""
-        w0, h0 = self.image.size
-        h, w = self.analysis.input_size
-        return round(x * w0 / w), round(y * h0 / h)
+    kind: str
+    target: Optional[np.ndarray] = None
 
 
 @dataclass
 class SegmentView:
-    overlay: np.ndarray
-    legend_html: str
-    areas: list                  # rows: class, area %, mean confidence % (, IoU %)
+    overlay: np.ndarray          # (h, w, 3) the prediction over the analysed image
+    pred: np.ndarray             # (h, w) int64 labels of the analysed image
+    image_size: tuple            # (W, H) of the uploaded image (label_map's size)
+    classes: list
+    palette: np.ndarray
+    present: list                # class indices in the prediction, largest area first
+    rows: list                   # per present class: name, area %, confidence % (, IoU %)
     headers: list
     banner: str
     summary: str
 
+    def label_map(self) -> np.ndarray:
+        """(H, W) labels at the uploaded image's size (nearest): one per input pixel;
+        uint8 up to 256 classes, else uint16 (a 16-bit PNG)."""
+        w, h = self.image_size
+        labels = resize_labels(self.pred, (h, w)) if self.pred.shape != (h, w) else self.pred
+        return labels.astype(np.uint8 if len(self.classes) <= 256 else np.uint16)
+
 
 @dataclass
 class ClassTokenView:
-    high: Optional[np.ndarray]
-    up: np.ndarray
-    colorbar: np.ndarray
+    high: Optional[np.ndarray]   # (h, w, 3) F_high's similarity over the image, or None
+    up: np.ndarray               # (h, w, 3) F_up's
+    vmax: float                  # one colour scale -vmax..vmax for both
     class_name: str
     classes: list
     caption: str
@@ -117,32 +133,50 @@ class GuidanceView:
     pca_high: Optional[np.ndarray]
     pca_up: Optional[np.ndarray]
     pred_high: Optional[np.ndarray]
-    cosine: Optional[np.ndarray]
+    cosine: Optional[np.ndarray]     # cos(F_up, F_high upsampled) over the image, -1..1
     changes: Optional[np.ndarray]
+    legend: list                     # (rgb, text) of the changes picture's colours
     stats: str
 
 
 @dataclass
 class AttentionView:
-    marked: np.ndarray           # the analysed image, query cell outlined (click here)
-    grid: Optional[np.ndarray]   # rows: layers; columns: heads, then the head average
+    marked: np.ndarray           # the image, query cell outlined, at ``scale``
+    scale: int                   # display factor of ``marked`` (nearest upscaling)
+    tiles: list                  # rows (layers) of (title, (t, t, 3) picture): heads, mean
     rollout: Optional[np.ndarray]
     caption: str
     query: Optional[tuple]       # (x, y) in the analysed image's pixels
     query_image: Optional[tuple] = None   # the same, in the uploaded image's pixels
 
+    def grid(self) -> Optional[np.ndarray]:
+        """The tiles as one picture, each with its title above it."""
+        if not self.tiles:
+            return None
+        return tiles.grid([[tiles.caption(rgb, title) for title, rgb in row]
+                           for row in self.tiles])
+
 
 @dataclass
 class CompareView:
     overlays: dict               # bundled name -> overlay (None when not installed)
-    table: str
+    titles: dict                 # bundled name -> what it is
+    caption: str
+    experiment: str
+
+
+@dataclass
+class PretrainedView:
+    image: np.ndarray            # (h, w, 3) the classified image (capped at 320 px)
+    top: list                    # [(ImageNet class name, probability)], best first
+    maps: list                   # [(title, (h, w, 3) similarity over the image)]
+    vmax: float                  # one colour scale -vmax..vmax for every map
     caption: str
 
 
 @dataclass
 class ModelInfo:
-    key: str
-    label: str
+    name: str
     markdown: str
     classes: list
 
@@ -153,49 +187,53 @@ class App:
     """Models, caches and every handler of the app.
 
     Args:
-        store: the :class:`ModelStore` (default: bundled models, checkpoint paths on).
+        store: the :class:`ModelStore` (the allow-list of models).
         examples: :class:`~hfgd_lab.app.examples.Example` list; an upload that is one of
             them is recognised (scene ground truth, "this is a photo").
         cache_size: analysed (model, image, options) entries kept.
+        cache_mb: memory those entries may take (the newest is always kept).
         heavy_slots: decodes / forward passes allowed at the same time (memory bound).
         max_file_mb: refuse image files larger than this.
+        max_pixels: refuse images with more pixels than this, from the header.
     """
 
     def __init__(self, store: Optional[ModelStore] = None, examples=(), cache_size: int = 6,
-                 heavy_slots: int = 1, max_file_mb: float = 10.0, cache_mb: float = 1024):
-        import threading
+                 cache_mb: float = 512, heavy_slots: int = 1, max_file_mb: float = 10.0,
+                 max_pixels: int = MAX_PIXELS):
         self.store = store or ModelStore()
         self.examples = {e.digest: e for e in examples}
-        slots = threading.Semaphore(heavy_slots)
+        self.slots = threading.Semaphore(heavy_slots)
         # by count and by bytes: one analysis at a 2048 px cap holds ~0.75 GB (its CAE
         # attention alone is 2 x 4 x 4096^2 floats), at 512 px about 15 MB
-        self.analyses = LRU(cache_size, slots, max_bytes=int(cache_mb * 2 ** 20),
-                            sizeof=_analysed_bytes)
-        self.images = LRU(4, slots)     # decoded images by (digest, max_side)
-        self._digests = LRU(64)         # file digests by (path, size, mtime)
-        self.max_file_bytes = int(max_file_mb * 1024 * 1024)
+        self.cache_mb = float(cache_mb)
+        self.analyses = AnalysisCache(cache_size, int(cache_mb * 2 ** 20), self.slots)
+        self.images = LRU(4)                 # decoded images by (digest, max_side)
+        self.pretrained = LRU(8, self.slots)  # ImageNet views by (digest, top_k)
+        self._classifier = LRU(1, threading.Semaphore(1))
+        self._digests = LRU(64)              # file digests by (path, size, mtime)
+        self.max_file_bytes = int(max_file_mb * 2 ** 20)
+        self.max_pixels = int(max_pixels)
 
     # ---- inputs ----------------------------------------------------------------------
     def _source(self, image) -> tuple[object, str, str]:
         """-> (source for read_image, digest, display name)."""
         if image is None or (isinstance(image, str) and not image.strip()):
             raise AppError("no image: upload, paste or drop one, or pick an example")
-        if isinstance(image, dict):  # a Gradio FileData dict (e.g. from another client)
+        if isinstance(image, dict):  # a Gradio FileData dict
             image = image.get("path") or image.get("url")
         if isinstance(image, (str, Path)):
             s = str(image)
             if s.startswith("data:"):
-                import base64
                 try:
                     data = base64.b64decode(s.split(",", 1)[1], validate=False)
                 except (IndexError, ValueError):
                     raise AppError("the pasted image is not valid base64 data") from None
-                return self._check_size(data, len(data)), digest_bytes(data), "pasted image"
+                return self._bytes(data, "pasted image")
             path = Path(s)
             if not path.is_file():
-                raise AppError(f"image file not found: {path.name}")
+                raise AppError(f"image file not found: {short(path.name)}")
             st = path.stat()
-            self._check_size(None, st.st_size)
+            self._check_size(st.st_size, path.name)
             stamp = (str(path), st.st_size, st.st_mtime_ns)
             digest = self._digests.get(stamp)  # a click need not hash the file again
             if digest is None:
@@ -203,137 +241,126 @@ class App:
                 self._digests.put(stamp, digest)
             return path, digest, path.name
         if isinstance(image, (bytes, bytearray)):
-            data = bytes(image)
-            return self._check_size(data, len(data)), digest_bytes(data), "image"
+            return self._bytes(bytes(image), "image")
         if isinstance(image, np.ndarray):
             return image, digest_array(image), "array"
         if hasattr(image, "tobytes") and hasattr(image, "mode"):  # a PIL image
-            return image, digest_bytes(image.tobytes() + repr((image.size, image.mode)).encode()), \
-                "image"
+            data = image.tobytes() + repr((image.size, image.mode)).encode()
+            return image, digest_bytes(data), "image"
         raise AppError(f"unsupported image input of type {type(image).__name__}")
 
-    def _check_size(self, data, nbytes: int):
-        if nbytes > self.max_file_bytes:
-            raise AppError(f"the file is {nbytes / 2**20:.1f} MB; the limit is "
-                           f"{self.max_file_bytes / 2**20:.0f} MB")
-        return io.BytesIO(data) if data is not None else None
+    def _bytes(self, data: bytes, name: str):
+        self._check_size(len(data), name)
+        return io.BytesIO(data), digest_bytes(data), name
 
-    def _decode(self, source, digest, name, max_side) -> ImageInfo:
+    def _check_size(self, nbytes: int, name: str) -> None:
+        if nbytes > self.max_file_bytes:
+            raise AppError(f"{short(name)}: the file is {nbytes / 2**20:.1f} MB; the limit "
+                           f"is {self.max_file_bytes / 2**20:.0f} MB")
+
+    def read(self, image, max_side: int) -> ImageInfo:
+        """``image`` (path, bytes, array, PIL image, FileData) as pixels capped at
+        ``max_side``, recognised if it is an example (cached by content)."""
+        source, digest, name = self._source(image)
+        return self._read(source, digest, name, max_side)
+
+    def _read(self, source, digest: str, name: str, max_side: int) -> ImageInfo:
+        info = self.images.get((digest, max_side))
+        if info is not None:
+            return info
+        if hasattr(source, "seek"):
+            source.seek(0)
         try:
-            loaded: LoadedImage = read_image(source, max_side=max_side, name=name)
+            loaded = read_image(source, max_side=max_side, name=short(name),
+                                max_pixels=self.max_pixels)
         except ImageError as e:
             raise AppError(str(e)) from None
         except MemoryError:
-            raise AppError(f"{name}: not enough memory to decode this image") from None
+            raise AppError(f"{short(name)}: not enough memory to decode this image") from None
         W, H = loaded.original_size
-        if W * H > 50_000_000:  # a huge decode was just freed: hand its pages back
-            _release_memory()
+        if W * H > 10_000_000:  # a large decode was just freed: hand its pages back
+            release_memory()
         arr = loaded.array
         h, w = arr.shape[:2]
-        upright = loaded.upright_size
         example = self.examples.get(digest)
         kind = example.kind if example else "upload"
         target = None
         if example is not None and example.mask is not None:
             target = resize_labels(example.mask, (h, w)).astype(np.int64)
-        display = example.name if example else name
-        return ImageInfo(digest, display, upright, arr, list(loaded.notes), kind, target)
+        info = ImageInfo(digest, example.title if example else name, loaded.upright_size, arr,
+                         list(loaded.notes), kind, target)
+        self.images.put((digest, max_side), info)
+        return info
 
     # ---- the one forward pass --------------------------------------------------------
-    def analysed(self, image, model, options: Options = Options(),
-                 progress: Progress = None) -> Analysed:
-        """The cached analysis of ``image`` by ``model`` (computed on first use)."""
+    def model(self, spec) -> LoadedModel:
+        return self.store.get(spec)
+
+    def analysed(self, image, model=None, options: Options = Options(),
+                 progress: Progress = None) -> CachedAnalysis:
+        """The cached analysis of ``image`` by ``model`` (computed on first use);
+        ``.info`` holds the :class:`LoadedModel` (``"model"``), the
+        :class:`ImageInfo` (``"image"``) and the :class:`Options` (``"options"``)."""
         progress = progress or _noop
-        entry = self.model(model)
+        loaded = self.model(model)
         source, digest, name = self._source(image)
-        key = (entry.key, digest, options.key())
 
-        def compute():
+        def compute() -> CachedAnalysis:
             progress(0.1, desc="reading the image")
-            info = self.images.get((digest, options.max_side))
-            if info is None:
-                info = self._decode(source, digest, name, options.max_side)
-                self.images.put((digest, options.max_side), info)
-            return self._run(entry, info, options, progress)
+            info = self._read(source, digest, name, options.max_side)
+            progress(0.4, desc=f"forward pass of {loaded.name}")
+            t0 = time.perf_counter()
+            try:
+                a = analyze_image(loaded, info.array, info.target,
+                                  options=options.inference())
+            except (MemoryError, torch.OutOfMemoryError):
+                raise AppError("out of memory running the model: lower the resolution cap") \
+                    from None
+            return CachedAnalysis(a, {"model": loaded, "image": info, "options": options},
+                                  time.perf_counter() - t0)
 
-        return self.analyses.get_or_compute(key, compute)
-
-    def _run(self, entry: ModelEntry, info: ImageInfo, options: Options,
-             progress: Progress) -> Analysed:
-        import torch
-
-        from ..analysis import analyze_image, normalize_image
-        from ..engine.inference import InferenceOptions, predict_probs
-        from ..models import resize_logits
-
-        t0 = time.perf_counter()
-        model = entry.model
-        probs = outputs = None
-        try:
-            dev = next(model.parameters()).device
-            if options.sliding:
-                progress(0.3, desc="sliding window views")
-                opts = InferenceOptions(mode="slide", crop_size=[options.window] * 2,
-                                        flip=options.flip)
-                probs = predict_probs(model, normalize_image(info.array).to(dev), opts)[0].cpu()
-            progress(0.6, desc=f"forward pass of {entry.label}")
-            if options.flip and not options.sliding:
-                # the analysed pass is also the plain view: only the mirrored one is extra
-                x = normalize_image(info.array).to(dev)
-                with torch.no_grad():
-                    outputs = model(x, return_attention=True)
-                plain = resize_logits(outputs.logits, outputs.input_size,
-                                      outputs.output_stride).float().softmax(1)
-                mirrored = predict_probs(model, x.flip(-1)).flip(-1)
-                probs = ((plain + mirrored) / 2)[0].cpu()
-            a = analyze_image(model, info.array, info.target, outputs=outputs, probs=probs)
-        except (MemoryError, torch.OutOfMemoryError):
-            raise AppError("out of memory running the model: lower the resolution cap") \
-                from None
-        progress(0.95, desc="drawing")
-        return Analysed(a, entry, info, options, time.perf_counter() - t0)
-
-    def model(self, spec) -> ModelEntry:
-        return self.store.get(spec or self.store.default())
+        return self.analyses.get((loaded.key, digest, options.key()), compute)
 
     # ---- views -----------------------------------------------------------------------
     def model_info(self, spec) -> ModelInfo:
-        """Load ``spec`` (a bundled name or a checkpoint path) and describe it."""
-        e = self.model(spec)
-        lines = [f"**Model `{escape(e.label)}`**: {escape(e.description())}, "
-                 f"{e.num_classes} classes, backbone `{escape(e.model.cfg.backbone)}`, "
-                 f"output stride {e.model.cfg.output_stride}."]
-        lines.append(_trained_on_line(e))
-        miou = e.val_miou()
-        if miou is not None:
-            lines.append(f"Validation mIoU from its card: **{miou:.1f}**.")
-        return ModelInfo(e.key, e.label, "\n\n".join(lines), list(e.classes))
+        """Load ``spec`` (a listed name, or a path when paths are allowed); its card in
+        words (:meth:`LoadedModel.describe`)."""
+        m = self.model(spec)
+        return ModelInfo(m.name, escape(m.describe()), list(m.classes))
 
-    def banner(self, an: Analysed) -> str:
-        """What the model was trained on and what this image is, said plainly."""
-        e, info, a = an.model, an.image, an.analysis
-        lines = [f"**Model `{escape(e.label)}`** ({escape(e.description())}). "
-                 + _trained_on_line(e)]
+    def banner(self, an: CachedAnalysis) -> str:
+        """What the model is and was trained on, what this image is, and which view
+        answers which question for it, said plainly."""
+        m: LoadedModel = an.info["model"]
+        info: ImageInfo = an.info["image"]
+        a = an.analysis
+        stand_in = " ⚠️ A random-weight stand-in: its predictions mean nothing." \
+            if m.card.get("stand_in") else ""
+        trained = (f"Fine-tuned on: {escape(m.trained_on.rstrip('.'))}." if m.trained_on
+                   else "Its card does not say what it was trained on.")
+        lines = [f"**Model** `{escape(m.name)}`: {escape(m.description())}. {trained}{stand_in}"]
         h, w = a.input_size
-        size = f"{info.size[0]}×{info.size[1]}"
-        img = f"**Image** {escape(info.name)}, {size} px"
+        img = f"**Image** {escape(info.name)}, {info.size[0]}×{info.size[1]} px"
         if (w, h) != tuple(info.size):
             img += f", analysed at {w}×{h}"
         if info.notes:
             img += " (" + "; ".join(escape(n) for n in info.notes) + ")"
         lines.append(img + ".")
-        if e.is_scenes_model:
+        if m.is_scenes_model:
+            k = m.num_classes
             if info.kind == "photo":
-                lines.append("⚠️ **This is a real photograph, and this model has never seen "
-                             "one**: it was trained only on the built-in procedural scenes, "
-                             "so its labels here are not meaningful. The demo still runs: "
-                             "the tabs show how its internals respond to the photo.")
+                lines.append(f"⚠️ **This is a real photograph; this model was fine-tuned only "
+                             f"on the built-in procedural scenes ({k} classes) and has never "
+                             "seen one**, so its labels here are not meaningful. **For a "
+                             "photo, the *ImageNet features* tab answers what the pretrained "
+                             "backbone recognises**; the other tabs show how this model's "
+                             "internals respond.")
             elif info.kind == "upload":
-                lines.append("⚠️ If this is a photograph or any real image: this model was "
-                             "trained only on the built-in procedural scenes and never saw a "
-                             "photograph, so its labels will not be meaningful. The internals "
-                             "are still worth looking at; the scene examples show what it "
-                             "learned.")
+                lines.append(f"⚠️ If this is a photograph or any real image: this model was "
+                             f"fine-tuned only on the built-in procedural scenes ({k} "
+                             "classes), so its labels will not be meaningful; the *ImageNet "
+                             "features* tab shows what the pretrained backbone recognises in "
+                             "it. The scene examples show what the model learned.")
             else:
                 lines.append("This is a built-in scene the model did not train on (a held-out "
                              "split); its ground truth is known, so the tabs score it.")
@@ -342,50 +369,55 @@ class App:
     def segment(self, image, model=None, options: Options = Options(), opacity: float = 0.5,
                 progress: Progress = None) -> SegmentView:
         an = self.analysed(image, model, options, progress)
-        a, e = an.analysis, an.model
+        a, m, info = an.analysis, an.info["model"], an.info["image"]
         alpha = float(np.clip(opacity, 0.0, 1.0))
-        over = overlay(a.image, a.pred, e.palette, alpha=alpha) if alpha > 0 else a.image
-        k = e.num_classes
+        over = overlay(a.image, a.pred, m.palette, alpha=alpha) if alpha > 0 else a.image
+        k = m.num_classes
         counts = np.bincount(a.pred.ravel(), minlength=k)[:k]
         conf = np.bincount(a.pred.ravel(), weights=a.confidence.ravel(), minlength=k)[:k]
-        present = [int(c) for c in np.argsort(-counts) if counts[c] > 0]
+        present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
         headers = ["class", "area %", "mean confidence %"]
-        scores = an.scores()
-        iou = None if scores is None else scores.IoU
+        scores = an.derive("scores", lambda: None if a.target is None else
+                           segmentation_scores(a.pred, a.target, k))
         if scores is not None:
             headers.append("IoU % (ground truth)")
         rows = []
         for c in present:
-            row = [e.classes[c], round(100.0 * float(counts[c]) / float(counts.sum()), 2),
+            row = [m.classes[c], round(100.0 * float(counts[c]) / float(counts.sum()), 2),
                    round(100.0 * float(conf[c]) / float(counts[c]), 1)]
-            if iou is not None:
-                v = float(iou[c])
+            if scores is not None:
+                v = float(scores.IoU[c])
                 row.append(round(v, 1) if np.isfinite(v) else None)
             rows.append(row)
-        source = "the augmented views" if a.pred_source == "probs" else "one forward pass"
-        parts = [f"{a.input_size[1]}×{a.input_size[0]} px, {escape(options.describe())}; "
-                 f"prediction from {source} ({an.seconds:.2f} s, then cached)."]
+        source = ("the average of the test-time views (sliding window / flip)"
+                  if a.pred_source == "probs" else "one forward pass")
+        parts = [f"Analysed at {a.input_size[1]}×{a.input_size[0]} px "
+                 f"({escape(options.describe())}); prediction from {source} "
+                 f"({an.seconds:.2f} s, then cached)."]
         if scores is not None:
             parts.append(f"Against this scene's ground truth: pixel accuracy "
-                         f"**{scores.aAcc:.1f}%**, mIoU **{scores.mIoU:.1f}**.")
-        return SegmentView(over, render.legend_html(e.classes, e.palette, present), rows,
-                           headers, self.banner(an), " ".join(parts))
+                         f"**{scores.aAcc:.1f}%**, mIoU **{scores.mIoU:.1f}** (this image "
+                         "only).")
+        return SegmentView(over, a.pred, tuple(info.size), list(m.classes), m.palette, present,
+                           rows, headers, self.banner(an), " ".join(parts))
 
     def class_tokens(self, image, model=None, options: Options = Options(),
                      class_name=None, progress: Progress = None) -> ClassTokenView:
-        from ..analysis import class_similarity
         an = self.analysed(image, model, options, progress)
-        a, e = an.analysis, an.model
-        k = self._class_index(e, class_name, a.pred)
+        a, m = an.analysis, an.info["model"]
+        k = self._class_index(m, class_name, a.pred)
         sim = an.derive(("similarity", k), lambda: class_similarity(a, [k]))
         high = None if sim.high is None else sim.high[0]
         up = sim.up[0]
-        m = float(max(np.abs(up).max(), 0.0 if high is None else np.abs(high).max(), 1e-6))
-        draw = lambda v: heatmap_overlay(a.image, v, "RdBu_r", alpha=0.7, vmin=-m, vmax=m)
-        name = e.classes[k]
+        vmax = float(max(np.abs(up).max(), 0.0 if high is None else np.abs(high).max(), 1e-6))
+
+        def draw(v):
+            return heatmap_overlay(a.image, v, "RdBu_r", alpha=0.7, vmin=-vmax, vmax=vmax)
+
+        name = m.classes[k]
         lines = [f"Cosine similarity of every pixel's feature to the class token "
                  f"E<sub>{escape(name)}</sub> (red: like the token, blue: unlike; one colour "
-                 f"scale ±{m:.2f} for both)."]
+                 f"scale −{vmax:.2f}..{vmax:.2f} for both maps)."]
         mask = a.pred == k
         if high is not None:
             lines.append(f"F_high (stride 32, one vector per 32 px cell) and F_up (stride "
@@ -398,25 +430,24 @@ class App:
         if mask.any() and (~mask).any():
             lines.append(f"Mean similarity of F_up inside / outside the pixels predicted as "
                          f"{escape(name)}: {up[mask].mean():.3f} / {up[~mask].mean():.3f}.")
-        return ClassTokenView(None if high is None else draw(high), draw(up),
-                              render.colorbar("RdBu_r", -m, m, "cosine"), name,
-                              list(e.classes), " ".join(lines))
+        return ClassTokenView(None if high is None else draw(high), draw(up), vmax, name,
+                              list(m.classes), " ".join(lines))
 
     def guidance(self, image, model=None, options: Options = Options(),
                  progress: Progress = None) -> GuidanceView:
         an = self.analysed(image, model, options, progress)
-        a, e = an.analysis, an.model
+        a, m = an.analysis, an.info["model"]
         if not a.has_high:
-            return GuidanceView(None, None, None, None, None,
-                                f"`{escape(e.label)}` is a SemanticFPN baseline: it has no HFG "
+            return GuidanceView(None, None, None, None, None, [],
+                                f"`{escape(m.name)}` is a SemanticFPN baseline: it has no HFG "
                                 "branch, so there is no guidance to compare. Pick an HFGD model.")
         # nothing here depends on the call: drawn once per analysis, reused on every
         # tab visit and image change
         return an.derive("guidance_view", lambda: self._guidance_view(an))
 
-    def _guidance_view(self, an: Analysed) -> GuidanceView:
-        from ..analysis import decision_changes, feature_agreement, shared_pca
-        a, e = an.analysis, an.model
+    @staticmethod
+    def _guidance_view(an: CachedAnalysis) -> GuidanceView:
+        a, m = an.analysis, an.info["model"]
         pca = an.derive("pca", lambda: shared_pca(a))
         agree = an.derive("agreement", lambda: feature_agreement(a))
         changes = an.derive("changes", lambda: decision_changes(a))
@@ -433,33 +464,39 @@ class App:
                  f"**{100 * changes.fraction_changed:.1f}%** of the pixels"]
         if changes.outcome is not None:
             c = changes.counts
-            lines[-1] += (f" (ground truth: <span style='color:rgb{OUTCOME_COLORS[1]}'>fixed "
-                          f"{c['fixed']}</span>, <span style='color:rgb{OUTCOME_COLORS[2]}'>"
-                          f"broke {c['broke']}</span>, <span style='color:rgb{OUTCOME_COLORS[3]}'>"
-                          f"both wrong {c['both_wrong']}</span> pixels).")
+            legend = [(rgb, f"{text} ({c[key]} px)") for (rgb, text), key in
+                      zip(OUTCOME_LEGEND, ("fixed", "broke", "both_wrong"))]
+            lines[-1] += (f" (against the ground truth: fixed {c['fixed']}, broke "
+                          f"{c['broke']}, both wrong {c['both_wrong']} pixels).")
         else:
-            lines[-1] += " (magenta; no ground truth for this image)."
+            legend = [(CHANGED_COLOR, f"changed ({changes.counts['changed']} px; no ground "
+                                      "truth for this image)")]
+            lines[-1] += " (no ground truth for this image, so not scored)."
         return GuidanceView(to_uint8(pca.high_image), to_uint8(pca.up_image),
-                            overlay(a.image, a.pred_high, e.palette, alpha=0.6), cos,
-                            changed_img, "\n\n".join(lines))
+                            overlay(a.image, a.pred_high, m.palette, alpha=0.6), cos,
+                            changed_img, legend, "\n\n".join(lines))
 
     def attention(self, image, model=None, options: Options = Options(), x=None, y=None,
-                  space: str = "image", progress: Progress = None,
-                  tile: int = 176) -> AttentionView:
+                  space: str = "image", progress: Progress = None, tile: int = 176,
+                  scale: int = 1) -> AttentionView:
         """Where the CAE token under pixel (x, y) attends.
 
         Args:
             x, y: the query pixel; None: the image centre.
             space: ``"image"``: (x, y) in the uploaded image's pixels (upright);
-                ``"analysed"``: in the analysed (resolution-capped) image, as a click on
-                the attention image gives them.
+                ``"analysed"``: in the analysed (resolution-capped) image;
+                ``"display"``: in the analysed image upscaled by ``scale`` (what a
+                click on the displayed picture gives).
+            tile: longer side of each attention tile, pixels.
+            scale: nearest-neighbour upscaling of the returned ``marked`` picture.
         """
         an = self.analysed(image, model, options, progress)
-        a, e = an.analysis, an.model
+        a, m = an.analysis, an.info["model"]
         h, w = a.input_size
+        scale = max(1, int(scale))
         if not a.has_attention:
-            return AttentionView(a.image, None, None,
-                                 f"`{escape(e.label)}` has no CAE attention (SemanticFPN has no "
+            return AttentionView(tiles.upscale(a.image, scale), scale, [], None,
+                                 f"`{escape(m.name)}` has no CAE attention (SemanticFPN has no "
                                  "HFG branch; an HFGD with cae_depth 0 has no attention).", None)
         if x is None or y is None or x == "" or y == "":
             xa, ya = w / 2, h / 2
@@ -467,182 +504,208 @@ class App:
             try:
                 xa, ya = float(x), float(y)
             except (TypeError, ValueError):
-                raise AppError(f"x and y must be numbers, got {x!r}, {y!r}") from None
+                raise AppError(f"x and y must be numbers, got {short(x)!r}, {short(y)!r}") \
+                    from None
             if not (np.isfinite(xa) and np.isfinite(ya)):
                 raise AppError("x and y must be finite numbers")
             if space == "image":
-                W, H = an.image.size
+                W, H = an.info["image"].size
                 if not (0 <= xa < W and 0 <= ya < H):
-                    raise AppError(f"pixel ({x}, {y}) is outside the {W}×{H} image")
-                xa, ya = an.to_analysed(xa, ya)
+                    raise AppError(f"pixel ({short(x)}, {short(y)}) is outside the {W}×{H} "
+                                   f"image: x must be 0..{W - 1}, y 0..{H - 1}")
+                xa, ya = xa * w / W, ya * h / H
+            elif space == "display":
+                xa, ya = xa / scale, ya / scale
             elif space != "analysed":
-                raise AppError(f"space must be 'image' or 'analysed', got {space!r}")
+                raise AppError(f"space must be 'image', 'analysed' or 'display', got "
+                               f"{short(space)!r}")
         # inside the image: pixel i covers [i, i + 1)
         xa, ya = float(np.clip(xa, 0, w - 1e-3)), float(np.clip(ya, 0, h - 1e-3))
         maps = a.attention(xa, ya)
         r, c = maps.query_token
-        marked = mark_point(render.outline_cell(a.image, r, c, HIGH_STRIDE), xa, ya)
+        big = tiles.upscale(a.image, scale)
+        marked = mark_point(tiles.outline_cell(big, r, c, HIGH_STRIDE * scale,
+                                               thickness=max(1, scale)),
+                            (xa + 0.5) * scale - 0.5, (ya + 0.5) * scale - 0.5,
+                            radius=4 + 2 * scale)
         gh, gw = maps.grid.shape[-2:]
-        small = an.derive(("small", tile), lambda: render.resize_rgb(a.image, tile))
+        small = an.derive(("small", tile), lambda: tiles.resize_rgb(a.image, tile))
         th, tw = small.shape[:2]
-        tiles_rgb = render.cells_overlay(
+        pictures = tiles.cells_overlay(
             small, np.concatenate([maps.grid, maps.grid.mean(1, keepdims=True)], 1),
-            render.pixel_rows(th, h, HIGH_STRIDE, gh), render.pixel_rows(tw, w, HIGH_STRIDE, gw))
+            tiles.pixel_rows(th, h, HIGH_STRIDE, gh), tiles.pixel_rows(tw, w, HIGH_STRIDE, gw))
         sx, sy = xa * tw / w, ya * th / h
-        tiles = [[render.caption(mark_point(tiles_rgb[l, hd], sx, sy, radius=3),
-                                 f"layer {l + 1}, head {hd + 1}" if hd < maps.num_heads
-                                 else f"layer {l + 1}, head mean")
-                  for hd in range(maps.num_heads + 1)]
-                 for l in range(maps.num_layers)]
-        roll = mark_point(render.cells_overlay(
-            a.image, maps.grid_rollout, render.pixel_rows(h, h, HIGH_STRIDE, gh),
-            render.pixel_rows(w, w, HIGH_STRIDE, gw)), xa, ya)
+        rows = [[(f"layer {l + 1}, head {hd + 1}" if hd < maps.num_heads
+                  else f"layer {l + 1}, head mean", mark_point(pictures[l, hd], sx, sy, radius=3))
+                 for hd in range(maps.num_heads + 1)]
+                for l in range(maps.num_layers)]
+        roll = mark_point(tiles.cells_overlay(
+            a.image, maps.grid_rollout, tiles.pixel_rows(h, h, HIGH_STRIDE, gh),
+            tiles.pixel_rows(w, w, HIGH_STRIDE, gw)), xa, ya)
         pad = float(maps.padding_mass.mean())
-        text = (f"Query pixel ({int(xa)}, {int(ya)}) of the analysed {w}×{h} image is in CAE "
-                f"token (row {r}, column {c}) of the {gh}×{gw} stride-32 grid (outlined). "
+        W, H = an.info["image"].size
+        qx, qy = round(xa * W / w), round(ya * H / h)
+        text = (f"Query pixel ({int(xa)}, {int(ya)}) of the analysed {w}×{h} image (pixel "
+                f"({min(qx, W - 1)}, {min(qy, H - 1)}) of the uploaded one) is in CAE token "
+                f"(row {r}, column {c}) of the {gh}×{gw} stride-32 grid (outlined). "
                 f"Each panel is one attention row over all tokens, drawn over the image and "
                 f"scaled from its own minimum to its maximum (brighter: attended more); the "
-                f"rollout multiplies "
-                f"the head-averaged layers with the residual path. "
+                f"rollout multiplies the head-averaged layers with the residual path. "
                 f"{100 * pad:.1f}% of the attention (mean over heads) went to padding tokens, "
                 f"which are not drawn.")
-        return AttentionView(marked, render.grid(tiles), roll, text, (xa, ya),
-                             an.to_image(xa, ya))
+        return AttentionView(marked, scale, rows, roll, text, (xa, ya),
+                             (min(qx, W - 1), min(qy, H - 1)))
 
     def compare(self, image, options: Options = Options(), opacity: float = 0.5,
                 progress: Progress = None) -> CompareView:
-        """The same image through the sg-on, sg-off and SemanticFPN bundled models."""
+        """The same image through the bundled HFGD sg-on, sg-off and SemanticFPN models."""
         progress = progress or _noop
-        bundled = set(self.store.bundled())
-        names = [n for n in SCENE_VARIANTS if n in bundled]
+        installed = set(self.store.names())
+        names = [n for n in zoo.BUNDLED if n in installed]
         if not names:
             raise AppError("the stop-gradient comparison needs the bundled models "
-                           f"({', '.join(SCENE_VARIANTS)}); none is installed")
-        overlays, runs = {}, {}
-        for i, name in enumerate(SCENE_VARIANTS):
-            if name not in bundled:
+                           f"({', '.join(zoo.BUNDLED)}); none is installed")
+        overlays, titles, runs = {}, {}, {}
+        for i, name in enumerate(zoo.BUNDLED):
+            titles[name] = VARIANTS[zoo.BUNDLED[name]][0]
+            if name not in installed:
                 overlays[name] = None
                 continue
-            progress(i / len(SCENE_VARIANTS), desc=f"model {i + 1} of 3: {name}")
+            progress(i / len(zoo.BUNDLED), desc=f"model {i + 1} of {len(zoo.BUNDLED)}: {name}")
             an = self.analysed(image, name, options)
             runs[name] = an
             a = an.analysis
-            overlays[name] = overlay(a.image, a.pred, an.model.palette,
+            overlays[name] = overlay(a.image, a.pred, an.info["model"].palette,
                                      alpha=float(np.clip(opacity, 0, 1)))
         progress(1.0, desc="done")
-        table = _experiment_table([an.model for an in runs.values()])
-        ref = runs.get("hfgd_scenes_sg")
+        ref = runs.get(zoo.DEFAULT_MODEL)
         first = next(iter(runs.values()))
-        lines = [f"**Image** {escape(first.image.name)}, analysed at "
-                 f"{first.analysis.input_size[1]}×{first.analysis.input_size[0]} px."]
+        h, w = first.analysis.input_size
+        lines = [f"**Image** {escape(first.info['image'].name)}, analysed at {w}×{h} px. Each "
+                 "number below is **one bundled model** (one training run; its card's "
+                 "validation mIoU), not the experiment's mean over seeds (further down)."]
         for name, an in runs.items():
-            miou = an.model.val_miou()
-            s = f"**{SCENE_VARIANTS[name][1]}** (`{name}`): validation mIoU " + \
-                (f"**{miou:.1f}**" if miou is not None else "not on its card")
-            if an.scores() is not None:
-                s += f"; on this scene mIoU {an.scores().mIoU:.1f}"
+            m: LoadedModel = an.info["model"]
+            s = f"**{titles[name]}** (`{name}`): "
+            if m.card.get("stand_in"):
+                s += "a random-weight stand-in, no validation mIoU"
+            else:
+                miou = m.val_miou()
+                n = m.metrics.get("val_images")
+                s += ("validation mIoU of this model " + (f"**{miou:.1f}**" if miou is not None
+                                                          else "not on its card")
+                      + (f" ({n} held-out scenes)" if miou is not None and n else ""))
+            scores = an.derive("scores", lambda an=an: None if an.analysis.target is None else
+                               segmentation_scores(an.analysis.pred, an.analysis.target,
+                                                   an.info["model"].num_classes))
+            if scores is not None:
+                s += f"; on this scene alone mIoU {scores.mIoU:.1f}"
             if ref is not None and an is not ref:
                 same = float((an.analysis.pred == ref.analysis.pred).mean())
-                s += f"; agrees with the sg-on model on {100 * same:.1f}% of pixels"
+                s += f"; agrees with the sg-on model on {100 * same:.1f}% of the pixels"
             lines.append(s + ".")
-        missing = [n for n in SCENE_VARIANTS if n not in bundled]
+        missing = [n for n in zoo.BUNDLED if n not in installed]
         if missing:
             lines.append(f"Not installed: {', '.join(missing)}.")
-        return CompareView(overlays, table, "\n\n".join(lines))
+        stand_in = any(an.info["model"].card.get("stand_in") for an in runs.values())
+        return CompareView(overlays, titles, "\n\n".join(lines), experiment_text(stand_in))
+
+    def imagenet(self, image, top_k: int = 5, progress: Progress = None) -> PretrainedView:
+        """What the pretrained backbone knows before any fine-tuning: its own ImageNet
+        classifier's top classes for the image, and where in the image each stride-32
+        cell's feature looks like each of those classes' tokens (the classifier's rows)."""
+        progress = progress or _noop
+        try:
+            top_k = int(top_k)
+        except (TypeError, ValueError):
+            raise AppError(f"top_k must be a whole number, got {short(top_k)!r}") from None
+        if not 1 <= top_k <= 10:
+            raise AppError(f"top_k must be between 1 and 10, got {top_k}")
+        source, digest, name = self._source(image)
+
+        def compute() -> PretrainedView:
+            progress(0.2, desc="reading the image")
+            info = self._read(source, digest, name, IMAGENET_SIDE)
+            progress(0.5, desc="the ImageNet classifier")
+            clf = self._classifier.get_or_compute(
+                IMAGENET_BACKBONE, lambda: imagenet_classifier(IMAGENET_BACKBONE))
+            v = analyze_imagenet(clf, info.array, IMAGENET_BACKBONE, IMAGENET_SIDE, top_k)
+            vmax = float(max(np.abs(v.cosine).max(), 1e-6))
+            maps = [(f"{i + 1}. {n}, p = {p:.2f}",
+                     heatmap_overlay(v.image, v.cosine[i], "RdBu_r", alpha=0.7, vmin=-vmax,
+                                     vmax=vmax))
+                    for i, (n, p) in enumerate(zip(v.names, v.probs))]
+            h, w = v.image.shape[:2]
+            gh, gw = v.grid_cosine.shape[-2:]
+            caption = (
+                f"**Before any fine-tuning**: the ImageNet-1k classifier of "
+                f"`{IMAGENET_BACKBONE}` (weights from the pip package "
+                f"`{escape(PACKAGED[IMAGENET_BACKBONE].pip)}`, "
+                f"{escape(PACKAGED[IMAGENET_BACKBONE].license)}; the backbone of the default "
+                f"models) on {escape(info.name)} at {w}×{h} px. The "
+                "classifier averages the last feature map and multiplies it by one row per "
+                "class: those rows are class tokens trained only with high-level features, "
+                "HFGD's premise. Each map shows, for every 32 px cell "
+                f"({gh}×{gw} cells), the cosine similarity of the cell's feature to that "
+                f"class's row (red: alike; one scale −{vmax:.2f}..{vmax:.2f} for all maps). "
+                "This answers *what do the pretrained features recognise in a photo*; the "
+                "other tabs show models fine-tuned on the built-in scenes.")
+            return PretrainedView(v.image, list(zip(v.names, [float(p) for p in v.probs])),
+                                  maps, vmax, caption)
+
+        return self.pretrained.get_or_compute((digest, top_k), compute)
 
     # ---- helpers ---------------------------------------------------------------------
     @staticmethod
-    def _class_index(e: ModelEntry, class_name, pred) -> int:
+    def _class_index(m: LoadedModel, class_name, pred) -> int:
         if class_name is None or class_name == "":
-            counts = np.bincount(pred.ravel(), minlength=e.num_classes)
+            counts = np.bincount(pred.ravel(), minlength=m.num_classes)
             return int(np.argmax(counts))
-        if isinstance(class_name, (int, np.integer)) and 0 <= class_name < e.num_classes:
+        if isinstance(class_name, (int, np.integer)) and 0 <= class_name < m.num_classes:
             return int(class_name)
         name = str(class_name).strip()
-        if name in e.classes:
-            return e.classes.index(name)
-        if name.isdigit() and int(name) < e.num_classes:
+        if name in m.classes:
+            return list(m.classes).index(name)
+        if name.isdigit() and int(name) < m.num_classes:
             return int(name)
-        raise AppError(f"unknown class {name!r}; this model's classes: {', '.join(e.classes)}")
+        raise AppError(f"unknown class {short(name)!r} for {m.name}; its classes: "
+                       f"{', '.join(m.classes)}")
 
 
-def _analysed_bytes(an: "Analysed") -> int:
-    """Approximate memory of a cached analysis: its arrays and tensors, with room for
-    the views derived from it later (PCA pictures, rollout)."""
-    import dataclasses
+def experiment_text(stand_in_cards: bool = False) -> str:
+    """The stop-gradient experiment's stored results in words
+    (:func:`hfgd_lab.experiments.stop_gradient.stored_results` + ``describe_summary``),
+    each labelled as a mean over seeds; results read from a stand-in's card
+    (``stand_in_cards``) are said to be made up."""
+    try:
+        results = stored_results()
+    except (OSError, ValueError, KeyError) as e:
+        return f"The stored stop-gradient results could not be read ({type(e).__name__})."
+    if not results:
+        return "No stored stop-gradient results (see docs/stop_gradient.md)."
+    parts = []
+    for r in results:
+        try:
+            words = describe_summary(r["summary"])
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            words = f"(summary unreadable: {type(e).__name__})"
+        source = str(r["source"])
+        made_up = stand_in_cards and source.startswith("card of")
+        question = f" {escape(r['question'])}" if r.get("question") else ""
+        parts.append(("⚠️ **Made-up numbers from a random-weight stand-in's card.** "
+                      if made_up else "")
+                     + f"**{escape(r['title'])}**:{question} {escape(r['regime'])}. Every "
+                     f"number here is a **mean over seeds** of separate fine-tuning runs "
+                     f"(source: `{escape(Path(source).name)}`), not one of the bundled "
+                     f"models above.\n\n{words}")
+    return "\n\n".join(parts)
 
-    import torch
-    total = 0
-    for f in dataclasses.fields(an.analysis):
-        v = getattr(an.analysis, f.name)
-        if isinstance(v, np.ndarray):
-            total += v.nbytes
-        elif isinstance(v, torch.Tensor):
-            total += v.element_size() * v.nelement()
-    return int(total * 1.5)
 
-
-def _release_memory() -> None:
+def release_memory() -> None:
     """Return freed heap pages to the OS (glibc keeps large freed blocks otherwise, so a
     server's RSS would stay at its peak after one huge image)."""
-    import ctypes
-    import gc
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
-
-
-def _trained_on_line(e: ModelEntry) -> str:
-    t = e.trained_on
-    if t:
-        return f"Trained on: {escape(t.rstrip('.'))}."
-    return "Its card does not say what it was trained on."
-
-
-def _ms(d) -> Optional[tuple]:
-    """A {"mean", "std"} dict (or a [mean, std] pair) -> floats, None when absent/NaN."""
-    try:
-        m, s = (d.get("mean"), d.get("std")) if isinstance(d, dict) else (d[0], d[1])
-        m, s = float(m), float(s if s is not None else "nan")
-    except (TypeError, ValueError, IndexError, KeyError, AttributeError):
-        return None
-    return None if not np.isfinite(m) else (m, s)
-
-
-def _experiment_table(entries) -> str:
-    """The stop-gradient experiment summary from the first card that carries one."""
-    exp = next((e.card.get("sg_experiment") for e in entries
-                if isinstance(e.card.get("sg_experiment"), dict)), None)
-    if not exp:
-        return ("The bundled cards carry no stop-gradient experiment summary "
-                "(see docs/stop_gradient.md).")
-    variants = exp.get("variants") if isinstance(exp.get("variants"), dict) else exp
-    labels = {v: lab for _, (v, lab) in SCENE_VARIANTS.items()}
-    stages = ("C2", "C3", "C4", "C5")
-    head = ("| variant | val mIoU | " + " | ".join(f"drift {s} (1 − CKA)" for s in stages)
-            + " |\n|" + "---|" * (2 + len(stages)))
-    rows = []
-    for v, row in variants.items():
-        if not isinstance(row, dict):
-            continue
-
-        def cell(key, digits, transform=lambda x: x):
-            ms = _ms(row.get(key))
-            if ms is None:
-                return "n/a"
-            m, s = transform(ms[0]), ms[1]
-            return f"{m:.{digits}f} ± {s:.{digits}f}" if np.isfinite(s) else f"{m:.{digits}f}"
-
-        cells = [cell("val_mIoU", 1)] + [cell(f"cka_{s}", 3, lambda x: 1 - x) for s in stages]
-        rows.append(f"| {escape(labels.get(v, v))} | " + " | ".join(cells) + " |")
-    if not rows:
-        return "The stop-gradient experiment summary on the cards is empty."
-    title = exp.get("title")
-    seeds = exp.get("seeds")
-    note = (f"**The stop-gradient experiment** ({escape(title) + ', ' if title else ''}"
-            f"{f'{seeds} seeds, ' if seeds else ''}mean ± std over seeds, as documented on the "
-            "bundled cards). Drift is 1 − linear CKA between each backbone stage's features "
-            "after fine-tuning and in the pretrained backbone: 0 means unchanged.")
-    return note + "\n\n" + head + "\n" + "\n".join(rows)

@@ -8,5 +8,5 @@ def add_arguments(p):
 
 
 def run(args):
-    from ..app import run as run_app
+    from ..app.server import run as run_app
     return run_app(args)

@@ -1,0 +1,196 @@
+"""Launching the app with the settings that make it safe to expose.
+
+- **Models**: the bundled ones plus the checkpoints of ``--models-dir`` folders (an
+  allow-list fixed at start-up); any checkpoint path only with
+  ``--allow-checkpoint-paths`` (:class:`~.state.ModelStore`).
+- **A private upload folder per server**: Gradio's default temporary folder
+  (``$TMPDIR/gradio``) is shared by every Gradio app on the machine, and any of them
+  serves a file another one received. :func:`private_folder` makes a folder only this
+  process uses (mode 0700) and points ``GRADIO_TEMP_DIR`` (uploads and results) and
+  ``GRADIO_EXAMPLES_CACHE`` at it before the Blocks exist; it is removed at exit. One
+  server per process: Gradio reads these variables process-wide.
+- **Bounded work per request**: uploads above ``MAX_FILE_SIZE`` are refused by the
+  server; images above :data:`~.handlers.MAX_PIXELS` are refused from their header,
+  before any pixel is decoded; a bounded queue, one heavy computation at a time.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import ipaddress
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from ..data.samples import scene_samples
+from . import add_arguments
+from .examples import make_examples
+from .handlers import App, MAX_PIXELS
+from .state import AppError, ModelStore, Options
+from .ui import build_demo
+from .html import CSS
+
+__all__ = ["main", "run", "serve", "create_app", "warm_up", "private_folder", "limit_threads", "is_local",
+           "ServeError", "MAX_FILE_SIZE", "QUEUE_SIZE", "CONCURRENCY"]
+
+MAX_FILE_SIZE = "10mb"      # uploads above this are refused by the server
+QUEUE_SIZE = 64             # waiting requests beyond this are refused ("queue full")
+CONCURRENCY = 1             # events of one listener (group) running at a time; decodes
+                            # and forward passes are serialised anyway
+
+
+class ServeError(RuntimeError):
+    """The server cannot start as asked (the message says why)."""
+
+
+def is_local(host: str) -> bool:
+    """True when ``host`` is reachable from this machine only (loopback)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def private_folder() -> Path:
+    """A new folder for this server's uploads, results and examples (mode 0700),
+    removed at exit; Gradio is pointed at it (see the module docstring)."""
+    folder = Path(tempfile.mkdtemp(prefix="hfgd-lab-app-"))
+    folder.chmod(0o700)
+    os.environ["GRADIO_TEMP_DIR"] = str(folder / "gradio")
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(folder / "examples-cache")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def limit_threads(threads=None) -> int:
+    """torch and BLAS/OpenMP pools to ``threads`` (BLAS oversubscription made PCA 10x
+    slower on a busy 2-core machine)."""
+    n = int(threads or min(2, os.cpu_count() or 1))
+    torch.set_num_threads(n)
+    threadpool_limits(limits=n)
+    return n
+
+
+def create_app(device: str = "auto", models_dirs=(), allow_paths: bool = False,
+               cache_size: int = 6, cache_mb: float = 512, examples_folder=None) -> tuple:
+    """-> ``(App, examples)``; examples are written into ``examples_folder`` (none
+    when it is None)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        store = ModelStore(device=device, models_dirs=models_dirs, allow_paths=allow_paths)
+    except AppError as e:
+        raise ServeError(str(e)) from None
+    examples = make_examples(examples_folder) if examples_folder is not None else []
+    app = App(store, examples=examples, cache_size=cache_size, cache_mb=cache_mb,
+              max_pixels=MAX_PIXELS)
+    return app, examples
+
+
+def warm_up(app: App, model=None) -> None:
+    """One small pass through every view, so the first user does not pay for imports
+    (scikit-learn's PCA alone takes seconds the first time) and model loading."""
+    img = np.ascontiguousarray(scene_samples(1, size=96, seed=0, split="warmup")[0].image)
+    o = Options(max_side=96)
+    app.segment(img, model, o)
+    app.class_tokens(img, model, o)
+    app.guidance(img, model, o)
+    app.attention(img, model, o)
+    app.imagenet(img)
+    app.analyses.clear()
+    app.images.clear()
+    app.pretrained.clear()
+
+
+def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model=None,
+          models_dirs=(), allow_paths: bool = False, max_side: int = 512,
+          device: str = "auto", threads=None, cache_size: int = 6, cache_mb: float = 512,
+          warmup: bool = True, block: bool = True):
+    """Build and launch the app. Returns ``(demo, local_url)`` when ``block`` is False.
+
+    Raises:
+        ServeError: a --models-dir that is not a folder, or a start-up model that is
+            not allowed or does not load.
+    """
+    n = limit_threads(threads)
+    folder = private_folder()
+    exposed = share or not is_local(host)
+    if allow_paths and exposed:
+        print(f"hfgd-lab app: WARNING: --allow-checkpoint-paths while serving beyond this "
+              f"machine ({'a share link' if share else host}): every client can load any "
+              "checkpoint this server can read", file=sys.stderr)
+    max_side = int(min(max(max_side, Options.MIN_SIDE), Options.MAX_SIDE))
+    app, examples = create_app(device, models_dirs, allow_paths, cache_size, cache_mb,
+                               examples_folder=folder / "examples")
+    default = model or app.store.default()
+    if default is None:
+        raise ServeError("no model to serve: no bundled model is installed and no "
+                         "--models-dir holds a checkpoint")
+    try:
+        app.model(default)  # fail now, with its message, rather than on the first request
+        if warmup:
+            warm_up(app, default)
+    except AppError as e:
+        raise ServeError(str(e)) from None
+    for skipped in app.store.skipped:
+        print(f"hfgd-lab app: not offered: {skipped}", file=sys.stderr)
+    demo = build_demo(app, examples, default_model=default, max_side=max_side)
+    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
+    print(f"hfgd-lab app: {len(examples)} examples, device {app.store.device}, {n} threads, "
+          f"model {default}; models: {', '.join(app.store.names())}; checkpoint paths "
+          f"{'ALLOWED' if allow_paths else 'off'}; uploads in {folder}", flush=True)
+    _, url, _ = demo.launch(
+        server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
+        prevent_thread_lock=True, show_error=False, quiet=False, css=CSS,
+        footer_links=["api"], allowed_paths=None)
+    demo.app_state = app  # for in-process tests
+    if not block:
+        return demo, url
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM shuts down like Ctrl-C: Gradio deletes what it wrote, and the private
+        # folder is removed at exit
+        signal.signal(signal.SIGTERM, _stop)
+    try:
+        demo.block_thread()
+    except (KeyboardInterrupt, OSError):
+        pass
+    finally:
+        demo.close()
+
+
+def main(argv=None) -> int:
+    """``python -m hfgd_lab.app`` / ``python app.py``: parse ``argv`` and serve."""
+    p = argparse.ArgumentParser(prog="hfgd-lab app",
+                                description="Serve the Gradio app: see inside HFGD.")
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def run(args) -> int:
+    """Serve the app as ``args`` (from :func:`hfgd_lab.app.add_arguments`) say; blocks
+    until stopped. Returns 0, or 2 with a one-line message when it cannot start."""
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        serve(host=args.host, port=args.port, share=args.share, model=args.model,
+              models_dirs=args.models_dir, allow_paths=args.allow_checkpoint_paths,
+              max_side=args.max_side, device=args.device, threads=args.threads,
+              cache_size=args.cache_size, cache_mb=args.cache_mb, warmup=not args.no_warmup)
+    except ServeError as e:
+        print(f"hfgd-lab app: error: {e}", file=sys.stderr)
+        return 2
+    return 0
