@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -114,7 +115,7 @@ class Reporter:
                 "variants": [v for v in sg.VARIANTS if any(r["variant"] == v for r in results)],
                 "runs": len(results), "backbone_pretraining": pretraining,
                 "recipe": recipe_words(cfg),
-                "command": " ".join(["python"] + sys.argv), "plan": str(plan.path),
+                "command": args.command, "plan": str(plan.path),
                 "machine": machine(), "date": time.strftime("%Y-%m-%d"),
                 "jobs": args.jobs, "threads": args.threads,
                 "run_minutes_total": sum(r["seconds"] for r in results) / 60,
@@ -175,12 +176,12 @@ class Reporter:
         if seeds == self.bundled_seeds:
             return
         bundle(self.plan, results, first, Path(self.args.bundle), self.args.subset,
-               self.args.jobs)
+               self.args.jobs, self.args.command)
         self.bundled_seeds = seeds
 
 
 def bundle(plan, results: list[dict], first: dict, dest: Path, subset: int,
-           jobs: int = 1) -> None:
+           jobs: int = 1, command: str = "") -> None:
     """Each bundled variant's run (``first``) into ``dest`` as fp16 safetensors + card,
     with validation mIoU on the full set and on its first ``subset`` images (the shipped
     fp16 weights are what is scored; tests/test_zoo.py recomputes the subset figure),
@@ -232,7 +233,7 @@ def bundle(plan, results: list[dict], first: dict, dest: Path, subset: int,
                                 f"this file is seed {r['seed']}, whose own validation "
                                 "mIoU is metrics.val_mIoU"),
                        "variants": sg_summary},
-                   "provenance": {"command": " ".join(["python"] + sys.argv),
+                   "provenance": {"command": command,
                                   "machine": machine(), "date": time.strftime("%Y-%m-%d"),
                                   "train_minutes": r["seconds"] / 60,
                                   "train_cpu_minutes": r.get("cpu_seconds", 0) / 60,
@@ -264,6 +265,9 @@ def main(argv=None):
                                                           "recorded in bundled cards")
     p.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     args = p.parse_args(argv)
+    # the command as typed, for the JSON meta and the cards
+    args.command = "python benchmarks/stop_gradient.py " + shlex.join(
+        sys.argv[1:] if argv is None else argv)
     if args.jobs < 1 or args.threads < 1:
         p.error(f"--jobs {args.jobs} --threads {args.threads}: both must be >= 1")
     try:

@@ -20,16 +20,17 @@ The benchmark script, the teaching notebook and the docs all call these function
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import multiprocessing as mp
 
 import numpy as np
 import torch
@@ -51,6 +52,7 @@ from ..models import Backbone
 from ..utils import apply_overrides
 
 RESULTS_ENV = "HFGD_LAB_RESULTS_DIR"
+_CHECKOUT = Path(__file__).resolve().parents[2]  # the folder that holds this hfgd_lab
 
 
 def results_dir() -> Path:
@@ -148,16 +150,20 @@ def run_variant(base: ExperimentConfig, variant: str, seed: int, work_dir, pretr
 
 
 def _job(args):
-    """One run in a worker process; an exception comes back as ``{"error": ...}`` so that
-    one failed run does not stop the others."""
+    """One run (in this process); an exception comes back as ``{"error": ...}`` (and
+    ``error.json`` in the run's folder) so that one failed run does not stop the
+    others."""
     base_dict, variant, seed, work_dir, pretrained, kw, threads = args
     torch.set_num_threads(threads)
     try:
         return run_variant(ExperimentConfig.from_dict(base_dict), variant, seed, work_dir,
                            pretrained, **kw)
     except Exception as e:  # reported by the caller, with the run's folder
-        return {"variant": variant, "seed": seed, "work_dir": str(work_dir),
-                "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        err = {"variant": variant, "seed": seed, "work_dir": str(work_dir),
+               "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+        Path(work_dir, "error.json").write_text(json.dumps(err, indent=1))
+        return err
 
 
 def _first_difference(a, b, path=""):
@@ -200,9 +206,47 @@ def finished_run(work_dir, cfg: ExperimentConfig) -> dict | None:
     return result
 
 
-def run_jobs(todo: list[tuple], jobs: int = 1, on_result=None, progress: bool = True) -> list:
+def _launch(job: tuple) -> subprocess.Popen:
+    """Start one run as its own process (``python -m hfgd_lab.experiments.stop_gradient
+    --job FILE``) with this checkout first on its path; the job goes through a JSON file
+    in the run's folder, the result comes back as ``result.json`` or ``error.json``."""
+    work_dir = Path(job[3])
+    work_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("error.json",):
+        (work_dir / name).unlink(missing_ok=True)
+    job_file = work_dir / "job.json"
+    job_file.write_text(json.dumps(list(job), default=str))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(_CHECKOUT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    log = open(work_dir / "stdout.txt", "w")
+    try:
+        return subprocess.Popen([sys.executable, "-m", "hfgd_lab.experiments.stop_gradient",
+                                 "--job", str(job_file)], stdout=log, stderr=subprocess.STDOUT,
+                                env=env)
+    finally:
+        log.close()
+
+
+def _collect(job: tuple, code: int) -> dict:
+    work_dir = Path(job[3])
+    for name in ("result.json", "error.json"):
+        if (work_dir / name).is_file() and (name == "error.json" or code == 0):
+            return json.loads((work_dir / name).read_text())
+    tail = ""
+    if (work_dir / "stdout.txt").is_file():
+        tail = "\n".join((work_dir / "stdout.txt").read_text().splitlines()[-5:])
+    return {"variant": job[1], "seed": job[2], "work_dir": str(work_dir),
+            "error": f"the run's process ended with code {code} and no result", "traceback": tail}
+
+
+def run_jobs(todo: list[tuple], jobs: int = 1, on_result=None, progress: bool = True,
+             retries: int = 1, poll: float = 2.0) -> list:
     """Run job tuples (as :func:`_job` takes them) ``jobs`` at a time, each in a fresh
-    process, in the given order; ``on_result(result)`` is called as each one finishes."""
+    process started in the given order (``jobs=1``: one after the other in this
+    process); ``on_result(result)`` is called as each one finishes. A run whose process
+    was killed by a signal is started again (up to ``retries`` times); any other
+    failure comes back as ``{"error": ...}``. Separate processes rather than a
+    multiprocessing pool: a pool waits forever for a task whose worker was killed."""
     results = []
     bar = tqdm(total=len(todo), desc="runs", disable=not progress)
 
@@ -215,12 +259,27 @@ def run_jobs(todo: list[tuple], jobs: int = 1, on_result=None, progress: bool = 
     if jobs <= 1:
         for job in todo:
             done(_job(job))
-    elif todo:
-        # spawn: a clean interpreter per run (no forked torch thread pools); one task per
-        # child so that memory never accumulates over hours of runs
-        with mp.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
-            for r in pool.imap_unordered(_job, todo, chunksize=1):
-                done(r)
+        bar.close()
+        return results
+    queue = [(job, 0) for job in todo]
+    running = []
+    while queue or running:
+        while queue and len(running) < jobs:
+            job, tries = queue.pop(0)
+            running.append((job, tries, _launch(job)))
+        time.sleep(poll)
+        for item in list(running):
+            job, tries, proc = item
+            code = proc.poll()
+            if code is None:
+                continue
+            running.remove(item)
+            if code < 0 and tries < retries:
+                print(f"run {job[3]} was stopped by signal {-code}; starting it again",
+                      flush=True)
+                queue.insert(0, (job, tries + 1))
+                continue
+            done(_collect(job, code))
     bar.close()
     return results
 
@@ -893,3 +952,17 @@ def describe_regime_map(stored=None) -> str:
             txt += " Against " + ref + ": " + "; ".join(parts) + "."
         out.append(txt)
     return "\n".join(out)
+
+
+def _main(argv=None) -> int:
+    """``python -m hfgd_lab.experiments.stop_gradient --job FILE``: one run of
+    :func:`run_jobs` (the job tuple as JSON); exit code 1 when it failed."""
+    p = argparse.ArgumentParser(description="one stop-gradient run (used by run_jobs)")
+    p.add_argument("--job", required=True)
+    args = p.parse_args(argv)
+    job = json.loads(Path(args.job).read_text())
+    return 1 if "error" in _job(tuple(job)) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
