@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 # name -> (module with add_arguments(parser) and run(args), one-line help)
@@ -35,8 +36,9 @@ COMMANDS = {
 }
 
 # what every command reports as a bad input: a one-line message and exit code 2
+# (FloatingPointError: training diverged, with a message saying what to lower)
 _INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-                 IsADirectoryError, PermissionError, RuntimeError)
+                 IsADirectoryError, PermissionError, RuntimeError, FloatingPointError)
 
 
 class Parser(argparse.ArgumentParser):
@@ -82,7 +84,11 @@ def _one_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) > 1 and any("Traceback" in line for line in lines):
-        return lines[-1]
+        last = lines[-1]  # "package.module.SomeError: the message"
+        name, sep, message = last.partition(": ")
+        if sep and re.fullmatch(r"[\w.]+(Error|Exception)", name):
+            return message
+        return last
     return " ".join(lines)
 
 

@@ -185,12 +185,15 @@ def test_jpeg_masks_are_refused_by_content_from_the_command_line(scenes, tmp_pat
     import shutil
     bad = tmp_path / "bad"
     shutil.copytree(scenes, bad)
-    mask = bad / "masks" / "val" / "scene_000001.png"
-    Image.open(mask).convert("L").save(mask, format="JPEG")
-    run = tmp_path / "run"
-    assert main(["train", str(FOLDER_CFG), "--work-dir", str(run), "--no-progress",
-                 "--set", f"data.root={bad}", *SMALL]) == 2
-    _one_line_error(capsys, "scene_000001.png", "JPEG")
+    for split in ("train", "val"):
+        mask = bad / "masks" / split / "scene_000001.png"
+        Image.open(mask).convert("L").save(mask, format="JPEG")
+    for workers in (0, 1):  # a DataLoader worker's error arrives with its traceback text
+        assert main(["train", str(FOLDER_CFG), "--work-dir", str(tmp_path / f"r{workers}"),
+                     "--no-progress", "--set", f"data.root={bad}", *SMALL,
+                     f"data.num_workers={workers}", "data.val_split=train"]) == 2
+        line = _one_line_error(capsys, "scene_000001.png", "JPEG")
+        assert line.startswith("hfgd-lab train: error: /"), line
     # eval of a model on the same folder
     good = tmp_path / "good_run"
     assert main(["train", str(FOLDER_CFG), "--work-dir", str(good), "--quiet",
