@@ -1,10 +1,10 @@
-"""The command line end to end in a fast mode: pretrain -> train -> eval -> predict."""
+"""The command line in a fast mode: pretrain -> train -> eval, and every command's checks
+of its options and outputs (predict: test_cli_predict.py; the newcomer's sequence from
+make-scenes: test_cli_sequence.py; start-up time: test_cli_startup.py)."""
 import json
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 from hfgd_lab.cli import COMMANDS, main
 
