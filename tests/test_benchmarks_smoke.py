@@ -58,50 +58,145 @@ def test_bench_command_and_script_wrapper(capsys, tmp_path):
     assert "--num-classes" in out
 
 
-def test_stop_gradient_script_end_to_end(tmp_path, monkeypatch, capsys):
-    """benchmarks/stop_gradient.py in a fast mode: pretrain -> three variants -> report,
-    docs figures and a bundle that load_pretrained reads, with a reproducible subset mIoU."""
-    import yaml
+TINY_PLAN = """
+base: tiny.yaml
+variants: [semantic_fpn, hfgd_nosg, hfgd_sg]
+seeds: [0, 1]
+regimes:
+  a: {title: "regime a", question: "the reference", set: []}
+  b:
+    title: "regime b"
+    question: "fewer labels, plainer training scenes"
+    set: [data.kwargs.num=2, data.kwargs.variation=0.25, data.val_kwargs.variation=1.0]
+    extra_val: {same_look: {variation: 0.25}}
+    compare_to: a
+bundle: {regime: a, seed: 0}
+schedule:
+  - {regimes: [a], seeds: [0]}
+  - {regimes: [a, b], variants: [hfgd_nosg, hfgd_sg]}
+"""
 
-    from hfgd_lab import zoo
-    from hfgd_lab.cli import main as cli
+
+def _tiny_plan(tmp_path):
+    """configs/sg-style plan at a tiny size: the real finetune config shrunk (64 px,
+    2 iterations of batch 2, 4 labelled and 3 validation scenes), two regimes, 2 seeds."""
+    import yaml
+    cfg = yaml.safe_load((ROOT / "configs/zoo/finetune.yaml").read_text())
+    cfg["model"].update(embed_dim=32, decoder_channels=32, cae_depth=1, cae_heads=2)
+    cfg["data"].update(kwargs={"num": 4, "size": 64, "seed": 1}, val_kwargs={"num": 3},
+                       crop_size=[64, 64], batch_size=2)
+    cfg["train"].update(iters=2, warmup_iters=1, val_interval=2, log_interval=1)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "plan.yaml").write_text(TINY_PLAN)
+    return tmp_path / "plan.yaml"
+
+
+def test_stop_gradient_plan_end_to_end(tmp_path, monkeypatch, capsys):
+    """benchmarks/stop_gradient.py over a tiny plan: every scheduled run, per-regime JSON
+    (seeds, per-seed values, backbone source and licence, recipe, command, machine,
+    paired t-intervals, the recipe comparison), figures, the regime map, a bundle that
+    load_pretrained reads with a reproducible subset mIoU; then reuse (nothing reruns,
+    nothing is rewritten) and a refused reuse when the config changed."""
     from hfgd_lab.data import build_dataset
     from hfgd_lab.data.transforms import build_eval_transform
+    from hfgd_lab.engine import zoo
     from hfgd_lab.engine.evaluate import evaluate
+    from hfgd_lab.experiments.stop_gradient import stored_results
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import stop_gradient as script
 
-    tiny = {"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1]}
-    weights = tmp_path / "bb.safetensors"
-    assert cli(["pretrain", "--out", str(weights), "--no-progress", "--set", "iters=2",
-                "batch_size=2", "size=64", "num_workers=0",
-                "backbone_kwargs={dims: [16, 32, 64, 128], depths: [1, 1, 1, 1]}"]) == 0
-    cfg = yaml.safe_load((ROOT / "configs/zoo/finetune.yaml").read_text())
-    cfg["model"].update(backbone_kwargs=tiny, embed_dim=32, decoder_channels=32)
-    cfg["data"].update(kwargs={"num": 6, "size": 64, "seed": 1}, val_kwargs={"num": 4},
-                       crop_size=[64, 64], batch_size=2)
-    cfg["train"].update(iters=3, warmup_iters=1, val_interval=3, log_interval=1)
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-    out, docs, bundle = tmp_path / "sg_tiny", tmp_path / "docs", tmp_path / "weights"
-    script.main(["--config", str(tmp_path / "tiny.yaml"), "--pretrained", str(weights),
-                 "--out", str(out), "--seeds", "0", "--jobs", "1", "--probe-every", "1",
-                 "--docs", str(docs), "--bundle", str(bundle), "--subset", "2"])
+    plan = _tiny_plan(tmp_path)
+    runs, docs, bundle = tmp_path / "runs", tmp_path / "docs", tmp_path / "weights"
+    argv = ["--plan", str(plan), "--runs", str(runs), "--jobs", "1", "--probe-every", "1",
+            "--docs", str(docs), "--bundle", str(bundle), "--subset", "2"]
+    assert script.main(argv) == 0
     printed = capsys.readouterr().out
-    assert "| HFGD sg |" in printed and "bundled hfgd_scenes_sg" in printed
-    report = json.loads((out / "results.json").read_text())
-    assert {r["variant"] for r in report["runs"]} == {"semantic_fpn", "hfgd_nosg", "hfgd_sg"}
-    assert report["summary"]["variants"]["hfgd_sg"]["grad_up_backbone"][0] == 0.0
-    assert report["summary"]["variants"]["hfgd_nosg"]["grad_up_backbone"][0] > 0.0
-    assert (docs / "results" / "sg_tiny.json").is_file()
-    assert list((docs / "figures").glob("sg_tiny_*.png"))
+    assert "9 to run" in printed and "| HFGD sg |" in printed
+    assert printed.index("schedule step 0 complete: a") < printed.index("schedule step 1")
+    assert "bundled hfgd_lite0_sg" in printed
+    # the runs the schedule asked for, and no others
+    made = sorted(str(p.relative_to(runs)) for p in runs.glob("*/*/result.json"))
+    assert made == sorted([f"a/{v}_seed0/result.json" for v in
+                           ("semantic_fpn", "hfgd_nosg", "hfgd_sg")]
+                          + [f"{r}/{v}_seed{s}/result.json" for r in "ab"
+                             for v in ("hfgd_nosg", "hfgd_sg") for s in (0, 1)
+                             if (r, s) != ("a", 0)])
+    b = json.loads((docs / "results" / "sg_b.json").read_text())
+    meta = b["meta"]
+    assert meta["seeds"] == [0, 1] and meta["regime"] == "b" and meta["order"] == 1
+    assert meta["backbone_pretraining"]["license"] == "Apache-2.0"
+    assert "ImageNet-1k" in meta["backbone_pretraining"]["source"]
+    assert "backbone lr × 0.1" in meta["recipe"] and "frozen" in meta["recipe"]
+    assert meta["command"].startswith("python") and "--plan" in meta["command"]
+    assert meta["machine"] and meta["date"] and meta["config"]["data"]["kwargs"]["num"] == 2
+    pair = b["summary"]["paired"]["hfgd_sg - hfgd_nosg"]
+    assert len(pair["per_seed"]) == 2 and pair["ci95"] > 0
+    assert set(b["summary"]["variants"]["hfgd_sg"]["per_seed"]) == {"0", "1"}
+    assert "val_mIoU_same_look" in b["summary"]["variants"]["hfgd_sg"]
+    assert b["summary"]["variants"]["hfgd_sg"]["grad_up_backbone"][0] == 0.0
+    assert b["summary"]["variants"]["hfgd_nosg"]["grad_up_backbone"][0] > 0.0
+    assert b["versus"]["reference"] == "a" and set(b["versus"]["variants"]) == {
+        "hfgd_nosg", "hfgd_sg"}
+    assert len(b["runs"]) == 4 and all("config" not in r for r in b["runs"])
+    for name in ("a", "b"):
+        for fig in ("summary", "val_curves", "gradient_flow", "drift", "stage_gradients",
+                    "paired"):
+            assert (docs / "figures" / f"sg_{name}_{fig}.png").is_file(), (name, fig)
+    assert (docs / "figures" / "sg_regime_map.png").is_file()
+    stored = stored_results(docs / "results")
+    assert [r["name"] for r in stored] == ["a", "b"]
+    assert "appearance variation 0.25 in the labelled scenes and 1.0 in validation" in \
+        stored[1]["regime"]
 
+    # the bundle: seed 0 of regime a, summary over the seeds done
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", bundle)
-    assert zoo.list_pretrained() == ["hfgd_scenes_sg", "hfgd_scenes_nosg", "semantic_fpn_scenes"]
-    assert zoo.pretrained_backbone().is_file()
-    p = zoo.load_pretrained("hfgd_scenes_sg")
-    assert p.card["variant"] == "hfgd_sg" and p.model.cfg.stop_gradient
-    val = build_dataset("scenes", None, "val", transform=build_eval_transform(),
-                        **{**cfg["data"]["kwargs"], **cfg["data"]["val_kwargs"]})
-    again = evaluate(p.model, val, max_images=2, progress=False)["mIoU"]
-    assert abs(again - p.card["metrics"]["subset_mIoU"]) < 1e-6
+    assert zoo.list_pretrained()[0] == zoo.DEFAULT_MODEL
+    assert set(zoo.list_pretrained()) == set(zoo.BUNDLED)
+    p = zoo.bundled_path("hfgd_lite0_sg")
+    from hfgd_lab import load_pretrained
+    loaded = load_pretrained("hfgd_lite0_sg")
+    assert loaded.card["variant"] == "hfgd_sg" and loaded.model.cfg.stop_gradient
+    assert loaded.card["sg_experiment"]["seeds_per_variant"] == {
+        "semantic_fpn": 1, "hfgd_nosg": 2, "hfgd_sg": 2}
+    d = loaded.card["experiment"]["data"]
+    val = build_dataset("scenes", None, "val",
+                        transform=build_eval_transform(*loaded.model.cfg.normalization),
+                        **{**d["kwargs"], **d["val_kwargs"]})
+    again = evaluate(loaded.model, val, max_images=2, progress=False)["mIoU"]
+    assert abs(again - loaded.card["metrics"]["subset_mIoU"]) < 1e-6
+    assert not list(runs.glob("a/*.fp16*"))  # temporary fp16 copies cleaned up
+
+    # reuse: nothing reruns, no result is rewritten
+    stamps = {q: q.stat().st_mtime_ns for q in runs.glob("*/*/result.json")}
+    assert script.main(argv) == 0
+    assert "9 finished, 0 to run" in capsys.readouterr().out
+    assert stamps == {q: q.stat().st_mtime_ns for q in runs.glob("*/*/result.json")}
+    assert p.with_suffix(".json").is_file()
+    # a changed config never reuses the old runs: one line naming the folder and the key
+    with pytest.raises(SystemExit) as e:
+        script.main(argv + ["--set", "train.iters=3"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run with another config (train.iters: 2 vs 3)" in err
+    assert "Traceback" not in err
+
+
+def test_stop_gradient_plan_errors_are_one_line(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import stop_gradient as script
+
+    plan = _tiny_plan(tmp_path)
+    for extra, msg in ((["--only", "zzz"], "--only zzz: no such regime"),
+                       (["--seeds", "7"], "nothing to run"),
+                       (["--set", "train.nope=1"], "unknown key 'nope'")):
+        with pytest.raises(SystemExit) as e:
+            script.main(["--plan", str(plan), "--runs", str(tmp_path / "r"), *extra])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1, err
+    assert script.main(["--plan", str(plan), "--runs", str(tmp_path / "r"), "--dry-run",
+                        "--only", "b"]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs in the plan selection, 0 finished, 4 to run" in out
+    assert "step 1: b/hfgd_sg_seed1" in out and "a/" not in out

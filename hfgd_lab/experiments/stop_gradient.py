@@ -625,6 +625,9 @@ def markdown_table(summary: dict) -> str:
             "CKA C5 | ‖∇ backbone‖ from loss_up | ‖∇ backbone‖ from loss_high | min/run |")
     lines = [head, "|" + "---|" * (11 + len(extra))]
     for v, row in variants.items():
+        row = {**{k: (math.nan, math.nan) for k in (
+            "val_mIoU", "train_mIoU", "gap", "grad_up_backbone", "grad_high_backbone",
+            "minutes", *(f"cka_{s}" for s in STAGES))}, **row}  # a card's summary has fewer
         lines.append(
             f"| {LABELS.get(v, v)} | {_fmt(row['val_mIoU'])} | "
             + "".join(f"{_fmt(row.get(f'val_mIoU_{e}', (math.nan, math.nan)))} | "
@@ -853,6 +856,19 @@ def verdict(pair: dict | None, a: str, b: str) -> str:
             f"over {len(per)} seeds")
 
 
+def _short(pair: dict) -> str:
+    """``+1.2 [+0.4, +2.0] (beyond the noise)`` for a paired difference."""
+    per = pair.get("per_seed", [])
+    m, sd = _ms(pair["mean_std"])
+    if len(per) < 2:
+        return f"{m:+.1f} (one seed)"
+    half = pair.get("ci95")
+    half = _t975(len(per) - 1) * sd / math.sqrt(len(per)) if half is None else float(half)
+    beyond = m - half > 0 or m + half < 0
+    return (f"{m:+.1f} [{m - half:+.1f}, {m + half:+.1f}] "
+            f"({'beyond' if beyond else 'within'} the noise)")
+
+
 def regime_map(stored=None) -> list[dict]:
     """Per stored regime: its name, title, question, seeds, val mIoU per variant (mean
     over seeds), the best variant and whether its lead is beyond noise, the key paired
@@ -947,9 +963,9 @@ def describe_regime_map(stored=None) -> str:
         vs = row.get("versus")
         if vs and vs.get("variants"):
             ref = vs.get("reference_title", vs.get("reference", "the reference"))
-            parts = [verdict(p, f"{LABELS.get(v, v)} here", "in " + ref)
-                     for v, p in vs["variants"].items()]
-            txt += " Against " + ref + ": " + "; ".join(parts) + "."
+            parts = [f"{LABELS.get(v, v)} {_short(p)}" for v, p in vs["variants"].items()]
+            txt += (" Change against " + ref + " (same variant and seed): "
+                    + "; ".join(parts) + ".")
         out.append(txt)
     return "\n".join(out)
 
