@@ -85,7 +85,10 @@ def limit_threads(threads=None) -> int:
 def create_app(device: str = "auto", models_dirs=(), allow_paths: bool = False,
                cache_size: int = 6, cache_mb: float = 512, examples_folder=None) -> tuple:
     """-> ``(App, examples)``; examples are written into ``examples_folder`` (none
-    when it is None)."""
+    when it is None).
+
+    Raises:
+        ServeError: a models folder that is not a folder."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -124,25 +127,27 @@ def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model=
             not allowed or does not load.
     """
     n = limit_threads(threads)
-    folder = private_folder()
     exposed = share or not is_local(host)
     if allow_paths and exposed:
         print(f"hfgd-lab app: WARNING: --allow-checkpoint-paths while serving beyond this "
               f"machine ({'a share link' if share else host}): every client can load any "
               "checkpoint this server can read", file=sys.stderr)
     max_side = int(min(max(max_side, Options.MIN_SIDE), Options.MAX_SIDE))
-    app, examples = create_app(device, models_dirs, allow_paths, cache_size, cache_mb,
-                               examples_folder=folder / "examples")
+    # everything that can refuse to start is checked before anything is written
+    app, _ = create_app(device, models_dirs, allow_paths, cache_size, cache_mb)
     default = model or app.store.default()
     if default is None:
         raise ServeError("no model to serve: no bundled model is installed and no "
                          "--models-dir holds a checkpoint")
     try:
         app.model(default)  # fail now, with its message, rather than on the first request
-        if warmup:
-            warm_up(app, default)
     except AppError as e:
         raise ServeError(str(e)) from None
+    folder = private_folder()
+    examples = make_examples(folder / "examples")
+    app.examples = {e.digest: e for e in examples}
+    if warmup:
+        warm_up(app, default)
     for skipped in app.store.skipped:
         print(f"hfgd-lab app: not offered: {skipped}", file=sys.stderr)
     demo = build_demo(app, examples, default_model=default, max_side=max_side)
