@@ -1,20 +1,34 @@
-"""What the notebooks in ``notebooks/`` share: fast mode, display, cached analyses,
-widget panels with a static copy, and running the notebooks themselves.
+"""What only the notebooks in ``notebooks/`` need: fast mode, display, live widget
+panels, and running the notebooks themselves.
+
+Everything else has its one home, which the notebooks call directly: example images in
+:mod:`hfgd_lab.data.samples`, models through :func:`hfgd_lab.from_pretrained` (a
+:class:`~hfgd_lab.engine.LoadedModel`, whose ``describe()`` is the card in words),
+analysed images in :class:`hfgd_lab.analysis.AnalysisCache` (the app's cache too),
+figures in :mod:`hfgd_lab.viz`, the stop-gradient results in
+:mod:`hfgd_lab.experiments.stop_gradient`.
 
 Fast mode (``HFGD_LAB_FAST=1``) shrinks image counts, sizes and iterations so that
-every notebook runs top to bottom in well under a minute (CI); unset, the notebooks
-run at their teaching size. Each notebook reads its knobs through :func:`pick`::
+every notebook runs top to bottom in about a minute (CI); unset, the notebooks run at
+their teaching size. Each notebook reads its knobs through :func:`pick`::
 
     from hfgd_lab import notebook as nb
     nb.setup()                               # threads, one status line
     N_SCENES = nb.pick(full=6, fast=2)
 
-Interactive views are plain functions from control values to figures;
-:func:`explore` draws the view once as an ordinary output (what a saved notebook, CI
-and GitHub show) and then displays the live ipywidgets panel, whose figures are
-cached by control values, so returning to a setting costs nothing. Every panel keeps
-a render count and its last error, and :func:`exercise_panels` moves every control of
+Interactive views are plain functions from control values to figures. :func:`explore`
+first shows a **static copy** of the view for the controls' default values, labelled as
+such (what a saved notebook, GitHub and readers without a kernel see), then the live
+ipywidgets panel. The first time any of its controls changes, the static copy is
+replaced by a one-line note, so a reader with a kernel never has two copies of a view
+that disagree. Rendered figures are kept per control values (an
+:class:`hfgd_lab.analysis.LRU`), so returning to a setting costs nothing. Every panel
+keeps a render count and its last error; :func:`exercise_panels` moves every control of
 every panel once: a test that the live panels answer without a browser.
+
+Figures are shown as PNG at :data:`DPI` = 110: the smallest text of
+:mod:`hfgd_lab.viz` (8 pt) is then 12 px high, readable without zoom; any text under
+8 pt in a figure drawn elsewhere is raised to 8 pt on display.
 
 Re-running the notebooks in place (after the bundled weights change)::
 
@@ -22,36 +36,47 @@ Re-running the notebooks in place (after the bundled weights change)::
     python notebooks/execute.py --fast 01  # one of them, in fast mode
 
 Environment: ``HFGD_LAB_FAST`` (fast mode), ``HFGD_LAB_THREADS`` (torch threads),
-``HFGD_LAB_WEIGHTS_DIR`` (bundled models, see :mod:`hfgd_lab.zoo`),
-``HFGD_LAB_RESULTS_DIR`` (the stop-gradient results, default ``docs/results``).
+``HFGD_LAB_WEIGHTS_DIR`` (bundled models, see :mod:`hfgd_lab.engine.zoo`),
+``HFGD_LAB_RESULTS_DIR`` (the stop-gradient results, see
+:func:`hfgd_lab.experiments.stop_gradient.results_dir`).
 """
 from __future__ import annotations
 
 import io
-import json
+import itertools
 import os
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
-import numpy as np
+import ipywidgets as widgets
+import torch
+from IPython.display import Image, Markdown, display, update_display
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.text import Text
+from PIL import Image as PILImage
 
-__all__ = ["FAST_ENV", "THREADS_ENV", "RESULTS_ENV", "fast_mode", "pick", "setup",
-           "repo_root", "results_dir", "weights_dir", "figure_png", "image_file_png", "show",
-           "show_markdown",
-           "Sample", "scene_samples", "validation_scenes", "photo_samples", "AnalysisCache",
-           "Panel", "explore", "exercise_panels", "PANELS", "class_areas",
-           "plot_class_areas", "plot_prediction_grid", "describe_card",
-           "execute_notebook", "NOTEBOOKS", "describe_sg_summary",
-           "stored_sg_results"]
+from . import __version__
+from .analysis import LRU
+from .engine import zoo
+from .viz import MIN_FONT
+
+__all__ = ["FAST_ENV", "THREADS_ENV", "DPI", "NOTEBOOKS", "STATIC_LABEL", "STATIC_GONE",
+           "fast_mode", "pick", "setup", "repo_root", "figure_png", "image_file_png", "show",
+           "show_markdown", "RENDERED", "Panel", "explore", "exercise_panels", "PANELS",
+           "execute_notebook"]
 
 FAST_ENV = "HFGD_LAB_FAST"
 THREADS_ENV = "HFGD_LAB_THREADS"
-RESULTS_ENV = "HFGD_LAB_RESULTS_DIR"
-DPI = 72           # figures in notebooks: readable, and keeps each .ipynb small
+DPI = 110          # 8 pt text = 12 px; palette PNGs keep each .ipynb under 1.5 MB
 NOTEBOOKS = ("01_quickstart.ipynb", "02_feature_exploration.ipynb",
              "03_stop_gradient_effect.ipynb", "04_cae_attention.ipynb")
+STATIC_LABEL = ("**Static copy** of this view for {values}, for readers without a kernel "
+                "(GitHub, a saved file). The live panel below updates; this copy does not.")
+STATIC_GONE = ("*(The static copy of this view was here. The live panel below follows the "
+               "controls.)*")
+# (smallest text in points, dpi) of every figure shown, for tests of readability
+RENDERED: list = []
+_display_ids = itertools.count()
 
 
 # ---- fast mode and setup ------------------------------------------------------------
@@ -69,16 +94,13 @@ def pick(full, fast):
 def setup(threads: Optional[int] = None, quiet: bool = False) -> dict:
     """Prepare a notebook kernel: torch threads (argument, else ``HFGD_LAB_THREADS``,
     else 1 in fast mode, else torch's default) and one status line. Returns the facts."""
-    import torch
-
-    from . import __version__
     if threads is None and os.environ.get(THREADS_ENV):
         threads = int(os.environ[THREADS_ENV])
     if threads is None and fast_mode():
         threads = 1
     if threads:
         torch.set_num_threads(int(threads))
-    wd = weights_dir()
+    wd = Path(zoo.WEIGHTS_DIR)
     packaged = wd.resolve() == (Path(__file__).resolve().parent / "weights")
     info = {"version": __version__, "fast": fast_mode(), "threads": torch.get_num_threads(),
             "weights_dir": str(wd), "torch": torch.__version__}
@@ -95,162 +117,79 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def results_dir() -> Path:
-    """Where the stop-gradient results live: ``HFGD_LAB_RESULTS_DIR`` or docs/results."""
-    env = os.environ.get(RESULTS_ENV)
-    return Path(env) if env else repo_root() / "docs" / "results"
-
-
-def weights_dir() -> Path:
-    from . import zoo
-    return Path(zoo.WEIGHTS_DIR)
-
-
 # ---- display ------------------------------------------------------------------------
 
+def _readable(fig) -> float:
+    """Raise any text under :data:`MIN_FONT` to it; returns the smallest size shown."""
+    sizes = []
+    for t in fig.findobj(Text):
+        if t.get_visible() and t.get_text().strip():
+            if t.get_fontsize() < MIN_FONT:
+                t.set_fontsize(MIN_FONT)
+            sizes.append(t.get_fontsize())
+    return min(sizes, default=float(MIN_FONT))
+
+
 def figure_png(fig, dpi: Optional[int] = None, colors: Optional[int] = 256) -> bytes:
-    """A matplotlib Figure as PNG bytes (Agg, no pyplot), at ``dpi`` (default 72),
-    reduced to a palette of ``colors`` colours (None: full RGB). The palette makes the
-    image-heavy figures ~4x smaller, which keeps the stored notebooks light."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from PIL import Image
-    if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
+    """A matplotlib Figure as PNG bytes (Agg, no pyplot) at ``dpi`` (default
+    :data:`DPI`), every text at least :data:`MIN_FONT` points, reduced to a palette of
+    ``colors`` colours (None: full RGB). The palette makes the image-heavy figures ~4x
+    smaller, which keeps the stored notebooks light."""
+    if not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
+    dpi = dpi or DPI
+    RENDERED.append((_readable(fig), dpi))
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi or DPI, facecolor="white")
+    fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
     if not colors:
         return buf.getvalue()
-    im = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    im = PILImage.open(io.BytesIO(buf.getvalue())).convert("RGB")
     out = io.BytesIO()
-    im.quantize(colors=colors, method=Image.Quantize.FASTOCTREE).save(out, "PNG", optimize=True)
+    im.quantize(colors=colors, method=PILImage.Quantize.FASTOCTREE).save(out, "PNG",
+                                                                         optimize=True)
     return out.getvalue()
+
+
+def _display_object(item, dpi: Optional[int] = None):
+    if isinstance(item, bytes):
+        return Image(data=item, format="png")
+    if isinstance(item, str):
+        return Markdown(item)
+    return Image(data=figure_png(item, dpi), format="png")
+
+
+def _flatten(items) -> list:
+    out = []
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            out.extend(_flatten(item))
+        elif item is not None:
+            out.append(item)
+    return out
 
 
 def show(*items, dpi: Optional[int] = None) -> None:
     """Display figures (as PNG), PNG bytes, or markdown strings, in order."""
-    from IPython.display import Image, Markdown, display
-    for item in items:
-        if item is None:
-            continue
-        if isinstance(item, (list, tuple)):
-            show(*item, dpi=dpi)
-        elif isinstance(item, bytes):
-            display(Image(data=item, format="png"))
-        elif isinstance(item, str):
-            display(Markdown(item))
-        else:
-            display(Image(data=figure_png(item, dpi), format="png"))
+    for item in _flatten(items):
+        display(_display_object(item, dpi))
 
 
 def image_file_png(path, max_side: int = 900, colors: Optional[int] = 256) -> bytes:
     """A saved image (e.g. a figure in docs/figures) as PNG bytes, downscaled so that its
     longer side is at most ``max_side`` and reduced to a palette (small notebooks)."""
-    from PIL import Image
-    im = Image.open(path).convert("RGB")
+    im = PILImage.open(path).convert("RGB")
     if max(im.size) > max_side:
         s = max_side / max(im.size)
-        im = im.resize((round(im.size[0] * s), round(im.size[1] * s)), Image.LANCZOS)
+        im = im.resize((round(im.size[0] * s), round(im.size[1] * s)), PILImage.LANCZOS)
     if colors:
-        im = im.quantize(colors=colors, method=Image.Quantize.FASTOCTREE)
+        im = im.quantize(colors=colors, method=PILImage.Quantize.FASTOCTREE)
     out = io.BytesIO()
     im.save(out, "PNG", optimize=True)
     return out.getvalue()
 
 
 def show_markdown(text: str) -> None:
-    from IPython.display import Markdown, display
     display(Markdown(text))
-
-
-# ---- images -------------------------------------------------------------------------
-
-@dataclass
-class Sample:
-    """An image to analyse, with ground truth when it has one.
-
-    ``background`` (scenes only) is the background class under every pixel: the
-    context that decides an object's class."""
-    name: str
-    image: np.ndarray
-    mask: Optional[np.ndarray] = None
-    background: Optional[np.ndarray] = None
-    source: str = ""
-
-
-def scene_samples(n: int, size=192, seed: int = 1, split: str = "val",
-                  variation: float = 1.0, start: int = 0) -> list[Sample]:
-    """Scenes ``start .. start+n-1`` of the built-in generator (image, labels, context)."""
-    from .data.scenes import SceneDataset
-    ds = SceneDataset(num=start + n, size=size, seed=seed, split=split, variation=variation)
-    out = []
-    for i in range(start, start + n):
-        s = ds.scene(i)
-        out.append(Sample(f"scene {i}", s.image, s.mask.astype(np.int64), s.background,
-                          f"scenes(seed={seed}, split={split!r}, size={size})"))
-    return out
-
-
-def validation_scenes(card: Optional[dict], n: int, size=None) -> list[Sample]:
-    """The first ``n`` validation scenes of a bundled model, as its card records them
-    (scenes it never trained on); the zoo's defaults when the card does not say."""
-    data = ((card or {}).get("experiment") or {}).get("data") or {}
-    kw = {**(data.get("kwargs") or {}), **(data.get("val_kwargs") or {})}
-    return scene_samples(n, size=size or kw.get("size", 192), seed=int(kw.get("seed", 1)),
-                         split=data.get("val_split", "val"),
-                         variation=float(kw.get("variation", 1.0)))
-
-
-def photo_samples(names: Sequence[str] = ("china.jpg", "flower.jpg"),
-                  max_side: Optional[int] = None) -> list[Sample]:
-    """Real photographs that ship with scikit-learn (``load_sample_image``), optionally
-    downscaled so that the longer side is at most ``max_side``."""
-    from PIL import Image
-    from sklearn.datasets import load_sample_image
-    out = []
-    for name in names:
-        img = load_sample_image(name)
-        if max_side and max(img.shape[:2]) > max_side:
-            s = max_side / max(img.shape[:2])
-            size = (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s)))
-            img = np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
-        out.append(Sample(f"photo {name}", np.array(img), None, None,
-                          "sklearn.datasets.load_sample_image"))
-    return out
-
-
-# ---- one forward pass per image, kept -----------------------------------------------
-
-class AnalysisCache:
-    """One :func:`hfgd_lab.analysis.analyze_image` per image, computed on first use and
-    reused by every view; ``derived(name, key, fn)`` memoises anything computed from an
-    analysis (shared PCA, embeddings, ...)."""
-
-    def __init__(self, model, samples: Sequence[Sample], max_side: Optional[int] = None):
-        self.model = model
-        self.samples = OrderedDict((s.name, s) for s in samples)
-        self.max_side = max_side
-        self._analyses: dict = {}
-        self._derived: dict = {}
-        self.forward_passes = 0
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.samples)
-
-    def __getitem__(self, name: str):
-        if name not in self._analyses:
-            from .analysis import analyze_image
-            s = self.samples[name]
-            self._analyses[name] = analyze_image(self.model, s.image, s.mask,
-                                                 max_side=self.max_side)
-            self.forward_passes += 1
-        return self._analyses[name]
-
-    def derived(self, name: str, key, fn: Callable):
-        k = (name, key)
-        if k not in self._derived:
-            self._derived[k] = fn(self[name])
-        return self._derived[k]
 
 
 # ---- widget panels ------------------------------------------------------------------
@@ -258,23 +197,28 @@ class AnalysisCache:
 PANELS: list = []
 
 
+def _describe(value) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
 class Panel:
     """A live view: ipywidgets controls + an Output updated by ``interactive_output``.
 
     ``view(**values)`` returns what to show (a Figure, markdown string, or a list of
-    them); rendered PNGs are cached by the control values (``cache`` entries).
-    ``renders`` counts views drawn, ``error`` holds the last exception (or None).
+    them); rendered PNGs are kept per control values in an
+    :class:`hfgd_lab.analysis.LRU` of ``cache`` entries. ``renders`` counts views drawn,
+    ``calls`` draws asked for, ``error`` holds the last exception (or None).
     """
 
     def __init__(self, view: Callable, controls: dict, title: Optional[str] = None,
                  cache: int = 32):
-        import ipywidgets as widgets
         self.view, self.controls, self.title = view, dict(controls), title
-        self._cache: OrderedDict = OrderedDict()
-        self._cache_size = cache
+        self._cache = LRU(cache)
         self.renders, self.calls, self.error = 0, 0, None
+        self.static_ids: list = []           # display ids of the static copy, if shown
+        self.static_shown = False
         self.output = widgets.interactive_output(self._draw, self.controls)
-        header = [widgets.HTML(f"<b>{title}</b>")] if title else []
+        header = [widgets.HTML(f"<b>{title}</b> (live panel)")] if title else []
         self.widget = widgets.VBox(header + [widgets.HBox(list(self.controls.values()),
                                                           layout={"flex_flow": "row wrap"}),
                                              self.output])
@@ -282,21 +226,27 @@ class Panel:
     def values(self) -> dict:
         return {k: c.value for k, c in self.controls.items()}
 
+    def describe_values(self, values: Optional[dict] = None) -> str:
+        """``image = scene 0, class = boat``: the controls' values as their labels say."""
+        values = self.values() if values is None else values
+        parts = []
+        for k, c in self.controls.items():
+            label = getattr(c, "label", None) if hasattr(c, "options") else None
+            shown = label if label is not None else _describe(values[k])
+            parts.append(f"{getattr(c, 'description', '') or k} = {shown}")
+        return ", ".join(parts)
+
     def render(self, **values) -> list:
         """The view's items for these values (figures turned into PNG bytes), cached."""
         key = tuple(sorted((k, repr(v)) for k, v in values.items()))
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        items = self.view(**values)
-        items = items if isinstance(items, (list, tuple)) else [items]
-        out = [i if isinstance(i, (str, bytes)) or i is None else figure_png(i)
-               for i in items]
-        self.renders += 1
-        self._cache[key] = out
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return out
+
+        def draw():
+            items = self.view(**values)
+            items = items if isinstance(items, (list, tuple)) else [items]
+            self.renders += 1
+            return [i if isinstance(i, (str, bytes)) or i is None else figure_png(i)
+                    for i in items]
+        return self._cache.get_or_compute(key, draw)
 
     def _draw(self, **values):
         self.calls += 1
@@ -308,6 +258,31 @@ class Panel:
             raise
         show(*items)
 
+    # ---- the static copy --------------------------------------------------------------
+    def show_static(self) -> None:
+        """Display the view for the current values as ordinary outputs, labelled as the
+        static copy; the first change of any control replaces them (:meth:`drop_static`)."""
+        items = [STATIC_LABEL.format(values=self.describe_values())] \
+            + _flatten(self.render(**self.values()))
+        for item in items:
+            did = f"hfgd-static-{os.getpid()}-{next(_display_ids)}"
+            display(_display_object(item), display_id=did)
+            self.static_ids.append(did)
+        self.static_shown = True
+        for c in self.controls.values():
+            c.observe(self._on_change, names="value")
+
+    def _on_change(self, change) -> None:
+        if self.static_shown:
+            self.drop_static()
+
+    def drop_static(self) -> None:
+        """Replace the static copy by :data:`STATIC_GONE` (first output) and nothing."""
+        for i, did in enumerate(self.static_ids):
+            update_display(Markdown(STATIC_GONE if i == 0 else ""), display_id=did)
+        self.static_shown = False
+
+    # ---- checks -----------------------------------------------------------------------
     def exercise(self) -> int:
         """Move every control once (to its last option / maximum) and back, as a user
         would; raise if a view failed. Returns how many times the view was asked."""
@@ -349,12 +324,12 @@ class Panel:
 
 def explore(view: Callable, controls: dict, title: Optional[str] = None,
             static: bool = True) -> Panel:
-    """Show ``view`` for the controls' current values as an ordinary output (the static
-    copy a saved notebook keeps), then the live panel; returns the :class:`Panel`."""
-    from IPython.display import display
+    """Show ``view`` for the controls' current values as a labelled static copy (what a
+    saved notebook keeps; replaced by a note once a control changes), then the live
+    panel; returns the :class:`Panel`."""
     panel = Panel(view, controls, title)
     if static:
-        show(*panel.render(**panel.values()))
+        panel.show_static()
     display(panel)
     PANELS.append(panel)
     return panel
@@ -365,116 +340,7 @@ def exercise_panels() -> dict:
     return {p.title or f"panel {i}": p.exercise() for i, p in enumerate(PANELS)}
 
 
-# ---- small figures of the notebooks -------------------------------------------------
-
-def class_areas(pred: np.ndarray, num_classes: int, ignore_index: int = 255) -> np.ndarray:
-    """(K,) share of the pixels predicted as each class."""
-    p = np.asarray(pred).ravel()
-    p = p[(p >= 0) & (p != ignore_index)]
-    counts = np.bincount(p, minlength=num_classes)[:num_classes].astype(np.float64)
-    return counts / max(counts.sum(), 1.0)
-
-
-def plot_class_areas(areas: dict, classes: Sequence[str], palette, title: str = None):
-    """One stacked horizontal bar per image: the share of pixels given to each class
-    (shares above 6% labelled). ``areas``: ``{image name: (K,) shares}``."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-    names = list(areas)
-    k = len(classes)
-    pal = np.asarray(palette, dtype=np.float64) / 255.0
-    fig = Figure(figsize=(8.0, 0.45 * len(names) + 1.3), layout="constrained")
-    ax = fig.subplots()
-    used = set()
-    for row, name in enumerate(names):
-        left = 0.0
-        for c in range(k):
-            share = float(areas[name][c])
-            if share <= 0:
-                continue
-            used.add(c)
-            ax.barh(row, share, left=left, color=pal[c], edgecolor="white", linewidth=0.5)
-            if share > 0.06:
-                ax.text(left + share / 2, row, f"{classes[c]}\n{share:.0%}", ha="center",
-                        va="center", fontsize=7,
-                        color="white" if pal[c].mean() < 0.5 else "black")
-            left += share
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("share of the image's pixels", fontsize=8)
-    ax.set_title(title or "predicted area per class", fontsize=9)
-    ax.legend(handles=[Patch(facecolor=pal[c], label=classes[c]) for c in sorted(used)],
-              loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
-    return fig
-
-
-def plot_prediction_grid(analyses: dict, classes: Sequence[str], palette, alpha: float = 0.6,
-                         panel: float = 2.1):
-    """One row per image: the image, ground truth (if any), the model's prediction
-    (upsampler) and the HFG branch's prediction (OS32, if any), one legend."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    from .viz import overlay
-    rows = list(analyses.items())
-    any_gt = any(a.target is not None for _, a in rows)
-    any_high = any(a.pred_high is not None for _, a in rows)
-    cols = ["image"] + (["ground truth"] if any_gt else []) + ["prediction (upsampler)"] \
-        + (["HFG branch (OS32)"] if any_high else [])
-    fig = Figure(figsize=(panel * len(cols) + 1.4, panel * len(rows) + 0.3),
-                 layout="constrained")
-    axes = fig.subplots(len(rows), len(cols), squeeze=False)
-    pal = np.asarray(palette, dtype=np.uint8)
-    present = set()
-    for r, (name, a) in enumerate(rows):
-        maps = {"image": None, "ground truth": a.target, "prediction (upsampler)": a.pred,
-                "HFG branch (OS32)": a.pred_high}
-        for c, col in enumerate(cols):
-            ax = axes[r, c]
-            m = maps[col]
-            if col == "image":
-                ax.imshow(a.image, interpolation="nearest")
-            elif m is None:
-                ax.imshow(a.image, interpolation="nearest", alpha=0.3)
-                ax.text(0.5, 0.5, "none", transform=ax.transAxes, ha="center", va="center")
-            else:
-                ax.imshow(overlay(a.image, m, pal, alpha), interpolation="nearest")
-                present.update(int(v) for v in np.unique(m) if 0 <= v < len(classes))
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(col, fontsize=9)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=8)
-    fig.legend(handles=[Patch(facecolor=pal[c] / 255.0, label=classes[c])
-                        for c in sorted(present)],
-               loc="outside right upper", fontsize=7, frameon=False)
-    return fig
-
-
-def describe_card(name: str, card: dict) -> str:
-    """A markdown paragraph: what a bundled model is and what it was trained on."""
-    cfg = card.get("config", {})
-    m = card.get("metrics") or {}
-    lines = [f"**{name}**: {cfg.get('arch', 'hfgd')}"
-             + (f", stop-gradient {'on' if cfg.get('stop_gradient') else 'off'}"
-                if cfg.get("arch", "hfgd") == "hfgd" else "")
-             + f", backbone {cfg.get('backbone')}, output stride {cfg.get('output_stride')}, "
-             f"{cfg.get('num_classes')} classes."]
-    if card.get("stand_in"):
-        lines.append("⚠️ This is a **random-weight stand-in** (tests / development), not the "
-                     "trained bundled model: its predictions mean nothing.")
-    if card.get("trained_on"):
-        lines.append(f"Trained on: {card['trained_on']}.")
-    if "val_mIoU" in m and not card.get("stand_in"):  # a stand-in's numbers are made up
-        lines.append(f"Validation mIoU {m['val_mIoU']:.1f} on {m.get('val_images', '?')} "
-                     "held-out scenes.")
-    return " ".join(lines)
-
-
 # ---- execution ----------------------------------------------------------------------
-
 
 def execute_notebook(path, fast: Optional[bool] = None, env: Optional[dict] = None,
                      timeout: int = 1800, inplace: bool = True, extra_cells=(),
@@ -491,6 +357,8 @@ def execute_notebook(path, fast: Optional[bool] = None, env: Optional[dict] = No
         timing: record each cell's start and end in its metadata (not written back).
     Returns the executed ``nbformat`` notebook.
     """
+    # imported here: nbformat's JSON-schema validation stack costs 1.6-3.7 s to import
+    # (measured with -X importtime), which every notebook kernel would otherwise pay
     import nbformat
     from nbclient import NotebookClient
     path = Path(path)

@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from hfgd_lab.engine.zoo import write_stand_ins  # noqa: E402
 from hfgd_lab.notebook import NOTEBOOKS, execute_notebook  # noqa: E402
 
 LIMIT_MB = 1.5
@@ -42,9 +44,7 @@ def main(argv=None) -> int:
         p.error(f"no notebook matches {args.names}; have {', '.join(NOTEBOOKS)}")
     env = {}
     if args.stand_ins:
-        from hfgd_lab.zoo import write_stand_ins
         env["HFGD_LAB_WEIGHTS_DIR"] = str(write_stand_ins(args.stand_ins))
-    import time
     status = 0
     for name in chosen:
         src = HERE / name
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         execute_notebook(target, fast=args.fast, env=env, timeout=args.timeout)
         mb = target.stat().st_size / 1e6
-        flag = f"  (over {LIMIT_MB} MB: lower DPI in hfgd_lab/notebook.py)" if mb > LIMIT_MB else ""
+        flag = f"  (over {LIMIT_MB} MB: fewer or smaller figures)" if mb > LIMIT_MB else ""
         status |= bool(flag)
         print(f"{name}: {time.perf_counter() - t0:.0f} s, {mb:.2f} MB -> {target}{flag}",
               flush=True)
