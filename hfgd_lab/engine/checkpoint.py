@@ -160,12 +160,13 @@ class CheckpointRef:
 
     @property
     def stem(self) -> Path:
-        """Where files about this checkpoint go (``runs/x/best`` for a run's pointer,
-        ``FOLDER/model`` for a model folder, ``NAME`` for two files)."""
+        """Where files about this checkpoint go, as ``STEM.eval.json`` and the like:
+        ``runs/x/best`` for a run's pointer, the folder's own path for a model folder
+        (so they land beside it, not in it), ``NAME`` for two files."""
         if self.pointer is not None:
             return self.pointer.with_suffix("")
         if self.folder is not None:
-            return self.folder / "model"
+            return self.folder
         return self.card.with_suffix("")
 
     @property

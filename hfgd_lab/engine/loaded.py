@@ -255,8 +255,9 @@ def from_pretrained(spec, device="cpu", allow_paths: bool = True) -> LoadedModel
             f"bundled models: {', '.join(bundled) or 'none installed'}")
     model, card = load_checkpoint(ref, map_location=device)
     classes, palette = card_classes(card, int(model.cfg.num_classes))
-    return LoadedModel(model, card, name, str(ref.card.resolve()), source, classes,
-                       palette, output_stem)
+    # the key names the card's own path (a Hub snapshot's file is a link into blobs/)
+    key = str(ref.card.parent.resolve() / ref.card.name)
+    return LoadedModel(model, card, name, key, source, classes, palette, output_stem)
 
 
 load_pretrained = from_pretrained
