@@ -178,6 +178,9 @@ def test_notebook_runs_in_fast_mode(name, tmp_path, stand_ins):
         assert "| HFGD sg |" in out and "The regime map in words" in out
         assert "does the notebook read the stored results?" in out
         assert "| partial (C5, F_high, tokens) |" in out
+        # which mIoU is which: one bundled model beside the mean over seeds
+        assert "| val mIoU of this model | its seed | mean ± std over seeds (regime) |" in out
+        assert "one seed each: not the bundled models' and not the full experiment's" in _code_md(name)
 
 
 @pytest.mark.slow
@@ -227,6 +230,10 @@ def test_stored_notebook_is_small_valid_and_clean(name):
 
 
 # ---- what the notebooks call --------------------------------------------------------
+
+def _code_md(name) -> str:
+    return "\n".join(c.source for c in nbformat.read(NOTEBOOKS / name, as_version=4).cells)
+
 
 def _code(name) -> str:
     return "\n".join(c.source for c in nbformat.read(NOTEBOOKS / name, as_version=4).cells
