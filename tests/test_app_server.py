@@ -1,9 +1,11 @@
-"""The app as a server (a child process, random-weight models): every named endpoint
-through ``gradio_client``, each bad input refused clearly while the server keeps
-serving, huge images with bounded memory, the upload cap, no file exposure, and 8
-concurrent requests."""
+"""The app as a server (child processes, random-weight models): every named endpoint
+and every named output through ``gradio_client`` (the README's example included), bad
+inputs refused clearly while the server keeps serving, the pixel cap before decoding,
+the upload cap, no file exposure, each server's uploads private to it, the model
+allow-list over the API, and 8 concurrent requests."""
 import io
 import json
+import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,19 +13,39 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from hfgd_lab.app.testing import ServerProcess, huge_png
-from hfgd_lab.zoo import write_stand_ins
+from hfgd_lab.data.samples import photo_sources, scene_samples
+from hfgd_lab.data.scenes import SCENE_CLASSES
+from hfgd_lab.engine.zoo import DEFAULT_MODEL, write_stand_ins
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError as ClientAppError  # noqa: E402
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
 OPTS = (256, False, 192, False)   # max_side, sliding, window, flip
-MODEL = "hfgd_scenes_sg"
+MODEL = DEFAULT_MODEL
+SLOW = {"timeout": 600}   # the machine is shared: a queued request may wait minutes
+ENDPOINTS = {
+    "/load_model": (["model"], ["model_card", "classes"]),
+    "/segment": (["image", "model", "max_side", "sliding", "window", "flip", "opacity"],
+                 ["overlay", "label_map", "classes", "areas", "banner", "summary"]),
+    "/class_tokens": (["image", "model", "max_side", "sliding", "window", "flip", "class_name"],
+                      ["f_high_similarity", "f_up_similarity", "colorbar", "class_name",
+                       "classes", "caption"]),
+    "/guidance": (["image", "model", "max_side", "sliding", "window", "flip"],
+                  ["pca_f_high", "pca_f_up", "prediction_high", "cosine_agreement",
+                   "changed_decisions", "statistics"]),
+    "/attention": (["image", "model", "max_side", "sliding", "window", "flip", "x", "y"],
+                   ["query_image", "attention_grid", "rollout", "caption", "x", "y"]),
+    "/compare": (["image", "max_side", "sliding", "window", "flip", "opacity"],
+                 ["overlay_hfgd_sg", "overlay_hfgd_nosg", "overlay_semantic_fpn", "caption",
+                  "experiment"]),
+    "/imagenet": (["image", "top_k"], ["top_classes", "similarity_maps", "caption"]),
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +54,27 @@ def weights(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(weights, tmp_path_factory):
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    srv = ServerProcess(weights, log=log, threads=1)
+def models_dir(weights, tmp_path_factory):
+    """A --models-dir: one good checkpoint, one whose weights are junk."""
+    d = tmp_path_factory.mktemp("allowed_models")
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(weights / f"semantic_fpn_lite0{suffix}", d / f"mine{suffix}")
+    shutil.copy(weights / "hfgd_lite0_sg.json", d / "broken.json")
+    (d / "broken.safetensors").write_bytes(b"junk")
+    return d
+
+
+def _start(weights, name, tmp_path_factory, args=()):
+    log = tmp_path_factory.mktemp(name) / "server.log"
+    srv = ServerProcess(weights, args=args, log=log, threads=1)
+    srv.wait_ready(timeout=900)
+    return srv, log
+
+
+@pytest.fixture(scope="module")
+def server(weights, models_dir, tmp_path_factory):
+    srv, log = _start(weights, "server", tmp_path_factory, ["--models-dir", models_dir])
     try:
-        srv.wait_ready(timeout=600)
         yield srv
     finally:
         srv.stop()
@@ -46,18 +84,17 @@ def server(weights, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server):
-    return Client(server.url, verbose=False)
+    return Client(server.url, verbose=False, httpx_kwargs=SLOW)
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """Every kind of input, on disk."""
     d = tmp_path_factory.mktemp("inputs")
-    from hfgd_lab.data.scenes import SceneDataset
-    scenes = SceneDataset(num=8, size=192, seed=3, split="server-test")
-    for i in range(8):
-        Image.fromarray(scenes.load(i)[0]).save(d / f"scene{i}.png")
-    base = scenes.load(0)[0]
+    scenes = scene_samples(8, size=192, seed=3, split="server-test")
+    for i, s in enumerate(scenes):
+        Image.fromarray(s.image).save(d / f"scene{i}.png")
+    base = scenes[0].image
     (d / "notes.png").write_text("this is a text file, not an image")
     jpg = io.BytesIO()
     Image.fromarray(base).save(jpg, "JPEG")
@@ -71,19 +108,8 @@ def images(tmp_path_factory):
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(base[:, :128]).save(d / "exif6.jpg", exif=exif)  # stored 128 x 192
+    Image.fromarray(base).resize((600, 400)).save(d / "wide.png")
     return d
-
-
-@pytest.fixture(scope="module")
-def huge(tmp_path_factory):
-    folder = tmp_path_factory.getbasetemp() / "huge"
-    folder.mkdir(exist_ok=True)
-    png, jpg = folder / "solid_20000.png", folder / "solid_20000.jpg"
-    if not png.is_file():
-        huge_png(png)
-    if not jpg.is_file():
-        Image.new("RGB", (20000, 20000), (90, 140, 200)).save(jpg, quality=50)
-    return png, jpg
 
 
 def segment(client, path, model=MODEL, opts=OPTS, opacity=0.5):
@@ -102,15 +128,20 @@ def healthy(client, images):
 
 # ---- the API --------------------------------------------------------------------------
 
-def test_named_endpoints(client):
+def test_named_endpoints_and_outputs(client):
     api = client.view_api(return_format="dict", print_info=False)
-    assert set(api["named_endpoints"]) == {"/segment", "/class_tokens", "/guidance",
-                                           "/attention", "/compare", "/load_model"}
-    params = {n: [p["parameter_name"] for p in e["parameters"]]
-              for n, e in api["named_endpoints"].items()}
-    assert params["/attention"] == ["image", "model", "max_side", "sliding", "window", "flip",
-                                    "x", "y"]
-    assert params["/compare"] == ["image", "max_side", "sliding", "window", "flip", "opacity"]
+    named = api["named_endpoints"]
+    assert set(named) == set(ENDPOINTS)
+    for name, (params, returns) in ENDPOINTS.items():
+        assert [p["parameter_name"] for p in named[name]["parameters"]] == params, name
+        assert [r["label"] for r in named[name]["returns"]] == returns, name
+        assert all(re.fullmatch(r"[a-z][a-z0-9_]*", r["label"]) for r in named[name]["returns"])
+    params = {p["parameter_name"]: p for p in named["/class_tokens"]["parameters"]}
+    kinds = params["class_name"]["python_type"]["type"]
+    assert kinds.startswith("Literal[") and "'sky'" in kinds and "''" in kinds
+    models = params["model"]["python_type"]["type"]
+    assert all(f"'{m}'" in models for m in (MODEL, "mine", "broken"))
+    assert not api["unnamed_endpoints"]
 
 
 def test_safety_settings(server):
@@ -119,19 +150,31 @@ def test_safety_settings(server):
     assert cfg["enable_queue"] and not cfg["show_error"]
 
 
-def test_every_endpoint(client, images):
-    img = handle_file(str(images / "scene0.png"))
-    overlay, legend, areas, banner, summary = client.predict(img, MODEL, *OPTS, 0.5,
-                                                             api_name="/segment")
-    assert size_of(overlay) == (192, 192)
-    assert areas["headers"][:2] == ["class", "area %"]
+def test_segment_returns_the_label_map_and_the_classes(client, images):
+    overlay, label_map, classes, areas, banner, summary = client.predict(
+        handle_file(str(images / "wide.png")), MODEL, 300, False, 192, False, 0.5,
+        api_name="/segment")
+    assert size_of(overlay) == (300, 200)
+    assert classes == list(SCENE_CLASSES)
+    with Image.open(label_map) as im:
+        assert im.format == "PNG" and im.mode == "L" and im.size == (600, 400)
+        labels = np.asarray(im)
+    present = {row[0] for row in areas["data"]}
+    assert {classes[k] for k in np.unique(labels)} <= present
+    assert areas["headers"][:3] == ["class", "area %", "mean confidence %"]
     assert abs(sum(r[1] for r in areas["data"]) - 100) < 0.5
-    assert "hfgd_scenes_sg" in banner and "Trained on" in banner
-    assert "hfgd-legend" in legend and "one forward pass" in summary
+    assert f"`{MODEL}`" in banner and "analysed at 300×200" in banner
+    assert "one forward pass" in summary
 
-    high, up, bar, cls, caption = client.predict(img, MODEL, *OPTS, "water",
-                                                 api_name="/class_tokens")
-    assert size_of(high) == size_of(up) == (192, 192) and "water" in caption
+
+def test_every_other_endpoint(client, images):
+    img = handle_file(str(images / "scene0.png"))
+    high, up, bar, name, classes, caption = client.predict(img, MODEL, *OPTS, "water",
+                                                           api_name="/class_tokens")
+    assert size_of(high) == size_of(up) == (192, 192) and name == "water"
+    assert classes == list(SCENE_CLASSES) and "water" in caption and size_of(bar)[0] == 256
+    _, _, _, name, _, _ = client.predict(img, MODEL, *OPTS, "", api_name="/class_tokens")
+    assert name in SCENE_CLASSES  # "": the largest predicted class
 
     *pics, stats = client.predict(img, MODEL, *OPTS, api_name="/guidance")
     assert len(pics) == 5 and all(size_of(p) == (192, 192) for p in pics)
@@ -140,40 +183,67 @@ def test_every_endpoint(client, images):
     marked, grid, rollout, text, x, y = client.predict(img, MODEL, *OPTS, 150, 20,
                                                        api_name="/attention")
     assert (x, y) == (150, 20) and "Query pixel (150, 20)" in text
-    assert "(row 0, column 4)" in text
+    assert "(row 0, column 4)" in text and size_of(marked) == (192, 192)
     gw, gh = size_of(grid)
-    assert gw > 4 * 100 and gh > 2 * 100  # 2 layers x (4 heads + mean)
+    assert gw > 5 * 150 and gh > 2 * 150  # 2 layers x (4 heads + mean), titled
 
-    *overlays, caption, table = client.predict(img, *OPTS, 0.5, api_name="/compare")
+    *overlays, caption, experiment = client.predict(img, *OPTS, 0.5, api_name="/compare")
     assert all(size_of(o) == (192, 192) for o in overlays)
-    assert "stop-gradient on" in caption and "drift C2" in table
+    assert "one bundled model" in caption and "mean over seeds" in experiment
 
-    info, classes = client.predict("hfgd_scenes_nosg", api_name="/load_model")
-    assert "stop-gradient off" in info and "Trained on" in info
-
-
-def test_attention_on_a_downscaled_image(client, images, tmp_path):
-    big = np.asarray(Image.open(images / "scene2.png").resize((600, 400)))
-    Image.fromarray(big).save(tmp_path / "wide.png")
-    marked, grid, rollout, text, x, y = client.predict(
-        handle_file(str(tmp_path / "wide.png")), MODEL, 300, False, 192, False, 599, 399,
-        api_name="/attention")
-    assert size_of(marked) == (300, 200) and (x, y) == (599, 399)
-    assert "(row 6, column 9)" in text  # the bottom-right token of a 7 x 10 grid
+    info, classes = client.predict(MODEL, api_name="/load_model")
+    assert "stop-gradient on" in info and classes == list(SCENE_CLASSES)
 
 
-def test_checkpoint_paths(client, weights, tmp_path):
-    for suffix in (".safetensors", ".json"):
-        shutil.copy(weights / f"semantic_fpn_scenes{suffix}", tmp_path / f"user{suffix}")
-    info, _ = client.predict(str(tmp_path / "user.json"), api_name="/load_model")
+def test_imagenet_endpoint_on_a_real_photo(client):
+    chelsea = next(p for p in photo_sources() if p.name == "chelsea")
+    top, maps, caption = client.predict(handle_file(str(chelsea.path)), 3,
+                                        api_name="/imagenet")
+    assert [t["class"] for t in top][0] in ("Egyptian cat", "tiger cat", "tabby")
+    assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"]
+    assert size_of(maps)[0] > 3 * 200 and "Before any fine-tuning" in caption
+
+
+def test_the_allow_list_over_the_api(client, models_dir, weights):
+    info, _ = client.predict("mine", api_name="/load_model")
     assert "SemanticFPN" in info
-    scene = Image.new("RGB", (96, 64), (40, 120, 200))
-    scene.save(tmp_path / "blue.png")
-    overlay, _, _, banner, _ = segment(client, tmp_path / "blue.png", model=str(tmp_path / "user"))
-    assert size_of(overlay) == (96, 64) and "`user`" in banner
-    torch.save({"w": torch.zeros(2)}, tmp_path / "pickle.pt")
-    with pytest.raises(ClientAppError, match="no checkpoint card"):
-        client.predict(str(tmp_path / "pickle.pt"), api_name="/load_model")
+    scene = _scene_file(models_dir)
+    overlay, *_ = segment(client, scene, model="mine")
+    assert size_of(overlay) == size_of(scene)
+    with pytest.raises(ClientAppError) as e:
+        client.predict("broken", api_name="/load_model")
+    message = str(e.value)
+    assert "cannot load model" in message and str(models_dir) not in message
+    # paths are off by default: a real checkpoint path and a system file are refused alike
+    answers = []
+    for spec in [str(weights / "hfgd_lite0_nosg"), "/etc/passwd"]:
+        r = httpx.post(client.src.rstrip("/") + "/gradio_api/call/load_model",
+                       json={"data": [spec]}).json()
+        events = httpx.get(client.src.rstrip("/") + f"/gradio_api/call/load_model/"
+                           f"{r['event_id']}", timeout=60).text
+        assert "event: error" in events and "hfgd_lite0_nosg." not in events
+        answers.append(events.replace(spec, "SPEC"))
+    assert answers[0] == answers[1]
+
+
+def _scene_file(folder) -> Path:
+    path = Path(folder).parent / "allowlist_scene.png"
+    if not path.is_file():
+        Image.fromarray(scene_samples(1, size=96, seed=5)[0].image).save(path)
+    return path
+
+
+def test_readme_api_example_runs(server):
+    """The README's gradio_client example, run as printed (its URL pointed here)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## The app's API", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    assert "Client(" in code and "/segment" in code and "label_map" in code
+    scope = {}
+    exec(compile(code.replace("http://127.0.0.1:7860/", server.url), "README", "exec"), scope)
+    assert scope["classes"] == list(SCENE_CLASSES)
+    with Image.open(scope["label_map"]) as im:
+        assert im.mode == "L"
 
 
 # ---- bad inputs: refused clearly, and the server keeps serving ---------------------------
@@ -189,6 +259,16 @@ def test_bad_files_are_refused(client, images, name, message):
     healthy(client, images)
 
 
+def test_bad_values_are_refused(client, images):
+    img = handle_file(str(images / "scene0.png"))
+    with pytest.raises(ClientAppError, match=r"outside the 192×192 image: x must be 0..191"):
+        client.predict(img, MODEL, *OPTS, 500, 20, api_name="/attention")
+    # the slider's range, checked by Gradio before the handler runs
+    with pytest.raises(ClientAppError, match="5000 is greater than maximum value 2048"):
+        client.predict(img, MODEL, 5000, False, 192, False, 0.5, api_name="/segment")
+    healthy(client, images)
+
+
 @pytest.mark.parametrize("name, size, note", [
     ("gray.png", (192, 192), None),
     ("rgba.png", (192, 192), "transparency composited on white"),
@@ -197,33 +277,29 @@ def test_bad_files_are_refused(client, images, name, message):
     ("exif6.jpg", (192, 128), "EXIF orientation (6)"),  # stored 128 wide, shown upright
 ])
 def test_unusual_images_are_handled(client, images, name, size, note):
-    overlay, _, _, banner, _ = segment(client, images / name)
+    overlay, _, _, _, banner, _ = segment(client, images / name)
     assert size_of(overlay) == size
     if note:
         assert note in banner
 
 
-@pytest.mark.slow
-def test_huge_images_downscaled_with_bounded_memory(server, client, images, huge):
-    png, jpg = huge
+def test_a_decompression_bomb_is_refused_before_decoding(server, client, images,
+                                                         tmp_path_factory):
+    """A 1.2 MB PNG of 20000 x 20000 pixels passes the 10 MB upload cap; its header says
+    400 MP, above the app's 40 MP cap, so it is refused before any pixel is decoded
+    (decoding it would take ~1.5 GB)."""
+    png = huge_png(tmp_path_factory.mktemp("huge") / "solid_20000.png")
     before = server.memory()
-    out = segment(client, jpg)
-    after_jpg = server.memory()
-    assert size_of(out[0]) == (256, 256) and "downscaled from 20000x20000" in out[3]
-    out = segment(client, png)
-    after_png = server.memory()
-    assert size_of(out[0]) == (256, 256) and "downscaled from 20000x20000" in out[3]
-    healthy(client, images)
-    report = {"rss_before_mb": before["rss"], "peak_before_mb": before["peak"],
-              "peak_after_jpeg_mb": after_jpg["peak"], "peak_after_png_mb": after_png["peak"],
-              "rss_after_mb": server.memory()["rss"]}
+    with pytest.raises(ClientAppError, match=r"20000x20000 pixels is more than this tool "
+                                             r"decodes \(40 MP\)"):
+        segment(client, png)
+    after = server.memory()
+    report = {"peak_before_mb": before["peak"], "peak_after_mb": after["peak"],
+              "rss_after_mb": after["rss"], "file_mb": png.stat().st_size / 2 ** 20}
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "app_huge_image_memory.json").write_text(json.dumps(report, indent=1))
-    print("server memory (MB):", report)
-    # the JPEG decodes at 1/8 scale; the PNG once at full size (1526 MB in PIL's RGBX)
-    assert after_jpg["peak"] - before["peak"] < 300, report
-    assert after_png["peak"] - before["rss"] < 2200, report
-    assert server.memory()["rss"] - before["rss"] < 500, report  # and it is given back
+    assert after["peak"] - before["peak"] < 100, report
+    healthy(client, images)
 
 
 def test_upload_cap(server, client, images, tmp_path):
@@ -239,30 +315,52 @@ def test_upload_cap(server, client, images, tmp_path):
 
 
 def test_no_files_exposed(server, weights):
-    repo = Path(__file__).resolve().parents[1]
-    for path in [repo / "README.md", repo / "app.py", weights / "hfgd_scenes_sg.json",
+    for path in [ROOT / "README.md", ROOT / "app.py", weights / f"{MODEL}.json",
                  Path("/etc/passwd")]:
         r = httpx.get(f"{server.url}gradio_api/file={path}")
         assert r.status_code in (403, 404), (path, r.status_code)
     # a path the user did not upload is not read as an input either
     r = httpx.post(server.url + "gradio_api/call/segment", json={"data": [
-        {"path": str(repo / "README.md"), "meta": {"_type": "gradio.FileData"}}, MODEL,
+        {"path": str(ROOT / "README.md"), "meta": {"_type": "gradio.FileData"}}, MODEL,
         *OPTS, 0.5]})
     eid = r.json()["event_id"]
     events = httpx.get(f"{server.url}gradio_api/call/segment/{eid}", timeout=60).text
     assert "event: error" in events and "README" not in events
 
 
+def test_uploads_are_private_to_each_server(server, weights, tmp_path_factory, images):
+    """Gradio's default upload folder is shared by every Gradio app on the machine, and
+    each serves the others' uploads; here each server has its own."""
+    other, _ = _start(weights, "other_server", tmp_path_factory, ["--no-warmup"])
+    try:
+        mine = server.private_folder()
+        theirs = other.private_folder()
+        assert mine != theirs and mine.stat().st_mode & 0o777 == 0o700
+        data = (images / "scene2.png").read_bytes()
+        up = httpx.post(other.url + "gradio_api/upload", files={"files": ("s.png", data)},
+                        timeout=60)
+        path = up.json()[0]
+        assert Path(path).is_relative_to(theirs), path
+        assert httpx.get(f"{other.url}gradio_api/file={path}").status_code == 200
+        assert httpx.get(f"{server.url}gradio_api/file={path}").status_code == 403
+        up = httpx.post(server.url + "gradio_api/upload", files={"files": ("s.png", data)},
+                        timeout=60)
+        assert httpx.get(f"{other.url}gradio_api/file={up.json()[0]}").status_code == 403
+    finally:
+        other.stop()
+    assert not theirs.exists()  # removed when its server stopped
+
+
 def test_eight_concurrent_requests(client, images):
     def one(i):
-        c = Client(client.src, verbose=False)
+        c = Client(client.src, verbose=False, httpx_kwargs=SLOW)
         return segment(c, images / f"scene{i}.png")
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(one, range(8)))
     assert len(results) == 8
-    for overlay, _, areas, banner, _ in results:
-        assert size_of(overlay) == (192, 192) and areas["data"]
+    for overlay, label_map, _, areas, _, _ in results:
+        assert size_of(overlay) == size_of(label_map) == (192, 192) and areas["data"]
 
 
 def test_server_still_alive(server, client, images):

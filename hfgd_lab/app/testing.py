@@ -3,7 +3,7 @@
 - :func:`huge_png`: a real 20000 x 20000 PNG of one colour, written without ever
   holding the image in memory (a few seconds, about 1 MB);
 - :class:`ServerProcess`: the app launched in a child process (``python -m
-  hfgd_lab.app``), its URL, and its peak resident memory;
+  hfgd_lab.app``), its URL, its private upload folder, and its resident memory;
 - :func:`ensure_chromium`: Debian's ``chromium``, installed with apt when missing.
 """
 from __future__ import annotations
@@ -21,8 +21,6 @@ from pathlib import Path
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
 
 
 def huge_png(path, width: int = 20000, height: int = 20000, color=(90, 140, 200)) -> Path:
@@ -89,6 +87,13 @@ class ServerProcess:
             except OSError:
                 time.sleep(0.5)
         raise TimeoutError(f"the app did not answer within {timeout:.0f} s" + self._log_tail())
+
+    def private_folder(self) -> Path:
+        """The server's own upload folder, as its start-up line names it."""
+        for line in self.log_path.read_text().splitlines():
+            if "uploads in " in line:
+                return Path(line.rsplit("uploads in ", 1)[1].strip())
+        raise RuntimeError("the server log names no upload folder" + self._log_tail())
 
     def _log_tail(self) -> str:
         if self.log_path and self.log_path.is_file():
