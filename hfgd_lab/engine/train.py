@@ -121,6 +121,21 @@ def build_datasets(cfg: ExperimentConfig):
     return train_ds, val_ds
 
 
+def build_train_loader(train_ds, cfg: ExperimentConfig, info: DistInfo,
+                       device: torch.device, start: int = 0) -> DataLoader:
+    """The endless training batches: ``data.batch_size`` samples from this rank's shard of
+    the seeded stream (:mod:`.sampling`), starting at sample ``start``, loaded by
+    ``data.num_workers`` worker processes (0: in this process; each worker runs one torch
+    thread). ``benchmarks/train_speed.py --loader`` times it against the training step."""
+    d, tc = cfg.data, cfg.train
+    sampler = InfiniteSampler(len(train_ds), seed=tc.seed, rank=info.rank,
+                              world_size=info.world_size, start=start)
+    return DataLoader(SeededDataset(train_ds), batch_size=d.batch_size, sampler=sampler,
+                      num_workers=d.num_workers, pin_memory=device.type == "cuda",
+                      persistent_workers=d.num_workers > 0, drop_last=True,
+                      generator=torch.Generator().manual_seed(tc.seed))
+
+
 def train(cfg: ExperimentConfig, resume: str | bool | None = None, progress: bool = True,
           on_step=None, config_path: str | None = None, verbose: bool | None = None) -> dict:
     """Train ``cfg``; returns ``{"best": metrics, "last": metrics, "work_dir": ...}``.
@@ -181,15 +196,8 @@ def train(cfg: ExperimentConfig, resume: str | bool | None = None, progress: boo
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    d = cfg.data
-    per_step = d.batch_size * tc.accum_steps
-    sampler = InfiniteSampler(len(train_ds), seed=tc.seed, rank=info.rank,
-                              world_size=info.world_size, start=start_it * per_step)
-    loader = DataLoader(SeededDataset(train_ds), batch_size=d.batch_size, sampler=sampler,
-                        num_workers=d.num_workers, pin_memory=device.type == "cuda",
-                        persistent_workers=d.num_workers > 0, drop_last=True,
-                        generator=torch.Generator().manual_seed(tc.seed))
-    batches = iter(loader)
+    per_step = cfg.data.batch_size * tc.accum_steps
+    batches = iter(build_train_loader(train_ds, cfg, info, device, start=start_it * per_step))
     eval_opts = InferenceOptions.from_eval_config(cfg.eval)
 
     if info.is_main:
