@@ -31,6 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch: forked children s
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import resource  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -251,7 +252,7 @@ def main(argv=None) -> int:
     ap.add_argument("--double", type=int, default=6,
                     help="double-kill cases: kill the resuming run at its first N points")
     args = ap.parse_args(argv)
-    t_start = time.perf_counter()
+    t_start, load_start = time.perf_counter(), os.getloadavg()[0]
     torch.set_num_threads(1)
     base = Path(args.work or tempfile.mkdtemp(prefix="kill-resume-"))
     base.mkdir(parents=True, exist_ok=True)
@@ -311,12 +312,18 @@ def main(argv=None) -> int:
         "by_kind": {k: {"cases": v[0], "bit_identical": v[1]} for k, v in sorted(kinds.items())},
         "reference_run_s": round(ref_seconds, 2),
         "total_s": round(time.perf_counter() - t_start, 1),
+        # CPU seconds of all runs (independent of what else the machine was doing),
+        # and the machine's 1-minute load average at start and end
+        "cpu_s": round(sum(getattr(resource.getrusage(resource.RUSAGE_CHILDREN), f)
+                           for f in ("ru_utime", "ru_stime")), 1),
+        "load_average": [round(load_start, 1), round(os.getloadavg()[0], 1)],
         "jobs": args.jobs,
         "failures": [r for r in results if not r["bit_identical"]],
         "trace": [f"{n}\t{label}" for n, label in points],
     }
     print(f"{ok}/{len(results)} cases bit-identical ({summary['double_kill_cases']} double "
-          f"kills, {len(points)} points in the run) in {summary['total_s']} s")
+          f"kills, {len(points)} points in the run) in {summary['total_s']} s "
+          f"({summary['cpu_s']} CPU s, load average {summary['load_average']})")
     for k, v in summary["by_kind"].items():
         print(f"  {k:<22} {v['bit_identical']}/{v['cases']}")
     if args.out:

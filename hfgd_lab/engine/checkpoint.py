@@ -108,7 +108,8 @@ def _write_all(fd: int, data: memoryview) -> None:
 def _write_new(path: Path, data: bytes) -> None:
     """Create ``path`` (refusing an existing one), write ``data``, fsync."""
     fault_point(f"create {path.name}")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                 0o644)
     try:
         view, half = memoryview(data), len(data) // 2
         _write_all(fd, view[:half])
