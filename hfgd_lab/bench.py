@@ -48,6 +48,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from .bench_train import parse_size, run_train_benchmark
+
 MODELS = ("hfgd_os8", "hfgd_os4", "hfgd_os2", "semantic_fpn", "smp_fpn", "smp_upernet")
 REFERENCE = "smp_fpn"
 VARIANTS = ("full", "native")
@@ -285,6 +287,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(with --threads 1 it leaves out waiting for a busy core); the "
                         "JSON holds both")
     p.add_argument("--seed", type=int, default=0)
+    t = p.add_argument_group("training step (--train; hfgd_lab/bench_train.py)")
+    t.add_argument("--train", action="store_true",
+                   help="time the training step (forward + loss + backward + AdamW, split "
+                        "into the four) and its peak memory instead of inference")
+    t.add_argument("--sizes", nargs="+", default=["2x256", "8x192"], metavar="BxS",
+                   help="--train: batch x square side, one table each")
+    t.add_argument("--device", default="cpu", help="--train: cpu or cuda[:N]")
+    t.add_argument("--amp", action="store_true",
+                   help="--train: autocast (bfloat16; float16 where bf16 is unsupported)")
+    t.add_argument("--channels-last", action="store_true",
+                   help="--train: models and input in channels-last memory")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
     p.add_argument("--json", metavar="OUT", help="write all timings and counts as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -296,6 +309,13 @@ def check_args(args, argv=None):
                             else ["hfgd-lab bench", *argv])
     if args.repeats < 1 or args.threads < 1 or args.size < 32 or args.warmup < 0:
         raise ValueError("need --repeats >= 1, --threads >= 1, --warmup >= 0, --size >= 32")
+    if getattr(args, "train", False):
+        for size in args.sizes:
+            parse_size(size)
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available here")
+        if args.device != "cpu" and not args.device.startswith("cuda"):
+            raise ValueError(f"--device {args.device!r}: expected cpu or cuda[:N]")
     if any(m.startswith("smp_") for m in args.models):
         try:
             import segmentation_models_pytorch  # noqa: F401
@@ -337,6 +357,10 @@ def _run(args) -> dict:
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr,
                                                                  flush=True))
     env = environment(args)
+    if getattr(args, "train", False):
+        results = run_train_benchmark(args, env, log)
+        _write_json(args, results, log)
+        return results
     log(f"building {', '.join(args.models)} with {args.backbone}, K={args.num_classes}")
     entries = build_entries(args.models, args.backbone, args.num_classes)
     enc_params = {e.name: count_params(e.encoder) for e in entries}
@@ -382,11 +406,15 @@ def _run(args) -> dict:
     if noisy:
         print(f"note: IQR above {SPREAD_WARN:.0%} of the median for {', '.join(noisy)}; "
               "the machine was busy, consider rerunning with more repeats")
+    _write_json(args, results, log)
+    return results
+
+
+def _write_json(args, results: dict, log) -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))
         log(f"wrote {args.json}")
-    return results
 
 
 if __name__ == "__main__":
