@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import re
 import sys
 
@@ -35,10 +36,10 @@ COMMANDS = {
     "convert": ("hfgd_lab.commands.convert", "turn a checkpoint into a Hub-style model folder"),
 }
 
-# what every command reports as a bad input: a one-line message and exit code 2
-# (FloatingPointError: training diverged, with a message saying what to lower)
-_INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-                 IsADirectoryError, PermissionError, RuntimeError, FloatingPointError)
+# what every command reports as a bad input: a one-line message and exit code 2 (OSError:
+# missing, existing or unwritable files, a full disk; FloatingPointError: training
+# diverged, with a message saying what to lower)
+_INPUT_ERRORS = (ValueError, OSError, RuntimeError, FloatingPointError)
 
 
 class Parser(argparse.ArgumentParser):
@@ -113,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
-        import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except _INPUT_ERRORS as e:

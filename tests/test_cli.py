@@ -224,3 +224,14 @@ def test_backbones_lists_the_offline_weights(capsys):
     assert [r["backbone"] for r in rows] == list(PACKAGED)
     lite0 = next(r for r in rows if r["backbone"] == "tf_efficientnet_lite0")
     assert lite0["installed"] is True and lite0["license"] == "Apache-2.0"
+
+
+def test_output_piped_into_a_closed_reader_is_no_traceback():
+    """`hfgd-lab backbones --json | head -1`: the reader stops early; no traceback."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "hfgd_lab.cli", "backbones", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the command writes (it loads torch first)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err, err
