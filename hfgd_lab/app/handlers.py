@@ -544,17 +544,18 @@ class App:
             tiles.pixel_rows(w, w, HIGH_STRIDE, gw)), xa, ya)
         pad = float(maps.padding_mass.mean())
         W, H = an.info["image"].size
-        qx, qy = round(xa * W / w), round(ya * H / h)
+        # the uploaded pixel holding the query (pixel i covers [i, i + 1))
+        qx = min(int(np.floor(xa * W / w + 1e-6)), W - 1)
+        qy = min(int(np.floor(ya * H / h + 1e-6)), H - 1)
         text = (f"Query pixel ({int(xa)}, {int(ya)}) of the analysed {w}×{h} image (pixel "
-                f"({min(qx, W - 1)}, {min(qy, H - 1)}) of the uploaded one) is in CAE token "
+                f"({qx}, {qy}) of the uploaded one) is in CAE token "
                 f"(row {r}, column {c}) of the {gh}×{gw} stride-32 grid (outlined). "
                 f"Each panel is one attention row over all tokens, drawn over the image and "
                 f"scaled from its own minimum to its maximum (brighter: attended more); the "
                 f"rollout multiplies the head-averaged layers with the residual path. "
                 f"{100 * pad:.1f}% of the attention (mean over heads) went to padding tokens, "
                 f"which are not drawn.")
-        return AttentionView(marked, scale, rows, roll, text, (xa, ya),
-                             (min(qx, W - 1), min(qy, H - 1)))
+        return AttentionView(marked, scale, rows, roll, text, (xa, ya), (qx, qy))
 
     def compare(self, image, options: Options = Options(), opacity: float = 0.5,
                 progress: Progress = None) -> CompareView:

@@ -119,8 +119,9 @@ CSS = """
 .hfgd-tile figcaption {font-size: 13px; line-height: 1.3; margin-top: 2px;
   overflow-wrap: anywhere;}
 #attention-image img {cursor: crosshair;}
-#examples .grid-wrap {height: auto !important; max-height: none !important;
-  overflow: visible !important;}
+#examples, #examples .gallery-container, #examples .grid-wrap {height: auto !important;
+  max-height: none !important; min-height: 0 !important;}
+#examples .grid-wrap {overflow: visible !important;}
 #examples .grid-container {grid-template-columns: repeat(auto-fill, minmax(96px, 1fr))
   !important;}
 #examples .gallery-item, #examples .thumbnail-item {width: 100% !important;

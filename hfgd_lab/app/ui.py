@@ -207,9 +207,8 @@ def build_demo(app: App, examples=(), default_model=None, max_side: int = 512) -
     @_page(5)
     def ui_segment(image, model, max_side, sliding, window, flip, opacity,
                    progress=gr.Progress()):
-        if image is None:
-            return ("Upload, paste or drop an image, or click an example.", None, "", None,
-                    "")
+        if image is None:  # cleared: the views keep the last result until the next image
+            return None
         v = app.segment(image, model, opts(max_side, sliding, window, flip), opacity,
                         progress=progress)
         return (v.banner, show(v.overlay), class_legend_html(v.classes, v.palette, v.present),
@@ -554,10 +553,12 @@ def build_demo(app: App, examples=(), default_model=None, max_side: int = 512) -
         refresh_tabs(first)
         opacity.release(ui_segment, [*common, opacity], seg_out, **private, **groups["seg"])
         opacity.release(ui_compare, sg_in, sg_out, **private, **groups["sg"])
-        loaded = model.input(ui_load_model, [model, in_use],
-                             [status, model, model_card, class_name, in_use], **private)
-        refresh_tabs(loaded.then(ui_segment, [*common, opacity], seg_out, **private,
-                                 **groups["seg"]))
+        model.input(ui_load_model, [model, in_use],
+                    [status, model, model_card, class_name, in_use], **private)
+        # only a model that loaded changes the model in use, and only that redraws the
+        # views (a failed load leaves them, and its message, as they are)
+        refresh_tabs(in_use.change(ui_segment, [*common, opacity], seg_out, **private,
+                                   **groups["seg"]))
         class_name.input(ui_tokens, [active, *common, class_name], tok_out, **private,
                          **groups["tokens"])
         attn_button.click(ui_attention_typed, [*common, attn_x, attn_y], attn_out, **private,
