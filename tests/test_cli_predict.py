@@ -105,10 +105,15 @@ def test_names_keep_relative_paths_and_extensions(ckpt, tmp_path, capsys):
     assert len(written) == 9 + 4  # + legend, summary.json, summary.csv, manifest
     assert set(json.loads((out / "summary.json").read_text())["images"]) == \
         {"x.png", "x.jpg", "sub/x.png"}
-    # the output folder inside the input folder is not read back as input
-    assert main(["predict", ckpt, str(src), "--out", str(src / "pred"), "--no-progress"]) == 0
-    assert main(["predict", ckpt, str(src), "--out", str(src / "pred"), "--no-progress"]) == 0
-    assert not list((src / "pred").rglob("*.labels.png.labels.png"))
+    # earlier results inside the input folder are not read back as inputs: an output
+    # folder inside it (twice), a second one beside it, or the input folder itself
+    for target in ("pred", "pred", "pred2", "."):
+        assert main(["predict", ckpt, str(src), "--out", str(src / target),
+                     "--no-progress"]) == 0
+        rec = json.loads((src / target / "summary.json").read_text())["images"]
+        assert set(rec) == {"x.png", "x.jpg", "sub/x.png"}, (target, set(rec))
+    assert not list(src.rglob("*.labels.png.*"))
+    assert (src / "x.png.labels.png").is_file()  # --out the input folder: beside the inputs
 
 
 def test_two_inputs_with_one_output_name_are_refused(ckpt, tmp_path, capsys):

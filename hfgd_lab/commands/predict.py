@@ -53,25 +53,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # ---- planning: inputs and outputs, before any work ---------------------------------------
 
-def expand_inputs(items, exclude: Path | None = None) -> list[tuple[Path, Path]]:
+def _predict_outputs(folder: Path) -> set[Path]:
+    """Files that predict wrote anywhere under ``folder`` (by their folders' manifests):
+    earlier results are never read back as inputs."""
+    owned = set()
+    for path in [folder / Manifest.NAME, *folder.rglob(Manifest.NAME)]:
+        if not path.is_file():
+            continue
+        try:
+            files = Manifest(path.parent, "predict").files
+        except FileExistsError:  # not our manifest: nothing to skip
+            continue
+        owned |= {(path.parent / rel).resolve() for rel, tool in files.items()
+                  if tool == "predict"}
+    return owned
+
+
+def expand_inputs(items, out: Path | None = None) -> list[tuple[Path, Path]]:
     """``[(image path, relative name)]``: files as given (name = file name), folders
-    searched recursively (name = path inside the folder). Files under ``exclude`` (the
-    output folder) and hidden files are left out; the same file given twice counts once.
+    searched recursively (name = path inside the folder). Earlier predict results (by the
+    manifests in those folders and in ``out``) and hidden files are left out; the same
+    file given twice counts once.
 
     Raises FileNotFoundError naming a missing input, or when no image is found."""
-    out, seen = [], set()
-    excluded = exclude.resolve() if exclude is not None else None
+    found, seen = [], set()
+    skip = _predict_outputs(out) if out is not None and out.is_dir() else set()
 
     def add(path: Path, rel: Path):
         real = path.resolve()
-        if real in seen or (excluded is not None and excluded in real.parents):
-            return
-        seen.add(real)
-        out.append((path, rel))
+        if real not in seen and real not in skip:
+            seen.add(real)
+            found.append((path, rel))
 
     for item in items:
         p = Path(item)
         if p.is_dir():
+            skip |= _predict_outputs(p)
             for q in sorted(p.rglob("*")):
                 rel = q.relative_to(p)
                 if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES and \
@@ -81,10 +98,10 @@ def expand_inputs(items, exclude: Path | None = None) -> list[tuple[Path, Path]]
             add(p, Path(p.name))
         else:
             raise FileNotFoundError(f"input {p}: no such file or folder")
-    if not out:
+    if not found:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in "
                                 f"{', '.join(map(str, items))}")
-    return out
+    return found
 
 
 def output_paths(out: Path, rel: Path) -> dict[str, Path]:
@@ -187,7 +204,7 @@ def run(args):
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out}: exists and is not a folder (predict writes "
                               "several files per image into a folder)")
-    jobs = plan(expand_inputs(args.images, exclude=out), out)
+    jobs = plan(expand_inputs(args.images, out), out)
     manifest = Manifest(out, "predict")
     manifest.check([p for _, _, outs in jobs for p in outs.values()]
                    + [out / name for name in SUMMARY], args.overwrite)
