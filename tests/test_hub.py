@@ -300,3 +300,21 @@ def test_readme_share_a_model_commands_run(run, tmp_path, monkeypatch):
     for block in python:
         exec(compile(block, "README.md", "exec"), {})
     assert [c[0] for c in FakeHfApi.calls] == ["create_repo", "upload_folder"]
+
+
+def test_model_card_of_a_zoo_file_names_the_command_that_scored_it():
+    """Bundled models' cards carry ``provenance.command`` (the model-zoo build that
+    trained and scored them) instead of a training summary; their metrics are val_*."""
+    card = {"config": {"backbone": "tf_efficientnet_lite0", "arch": "hfgd", "output_stride": 4,
+                       "num_classes": 2, "image_mean": [0.5] * 3, "image_std": [0.5] * 3},
+            "metrics": {"val_mIoU": 80.123, "val_images": 96}, "dataset": "scenes",
+            "classes": ["a", "b"], "trained_on": "200 labelled scenes",
+            "provenance": {"command": "python benchmarks/stop_gradient.py --bundle",
+                           "date": "2026-11-30"},
+            "backbone_pretraining": {"weights": "packaged:p", "source": "ImageNet-1k",
+                                     "license": "Apache-2.0", "package": "p"}}
+    text = hub.model_card(card, "zoo_model")
+    assert "\nlicense: apache-2.0\n" in text and "| mIoU | 80.12 |" in text
+    assert "Made with `python benchmarks/stop_gradient.py --bundle` (2026-11-30)." in text
+    assert "96 images by `python benchmarks/stop_gradient.py --bundle`" in text
+    assert "Input: RGB pixels scaled to [0, 1], normalised with mean [0.5, 0.5, 0.5]" in text

@@ -102,9 +102,11 @@ def model_card(card: dict, name: str, spec: Optional[str] = None) -> str:
         f"# {name}", "",
         f"{arch}: a semantic segmentation model made with hfgd-lab (HFGD, High-level "
         f"Feature Guided Decoder; Huang et al., arXiv 2303.08646). {len(classes) or cfg.get('num_classes')} classes, backbone "
-        f"`{cfg.get('backbone')}`, output stride {cfg.get('output_stride')}. Input: RGB "
-        f"pixels scaled to [0, 1], normalised with mean {norm.get('mean')} and std "
-        f"{norm.get('std')} (the backbone's own; `from_pretrained` applies it).", ""]
+        f"`{cfg.get('backbone')}`, output stride {cfg.get('output_stride')}. "
+        + (f"Input: RGB pixels scaled to [0, 1], normalised with mean {norm.get('mean')} "
+           f"and std {norm.get('std')} (the backbone's own; `from_pretrained` applies it)."
+           if norm.get("mean") and norm.get("std") else
+           "Its input normalisation is not recorded."), ""]
     if card.get("stand_in"):
         out += ["> **A random-weight stand-in** (for tests and development), not a trained "
                 "model: its predictions and numbers mean nothing.", ""]
@@ -113,10 +115,16 @@ def model_card(card: dict, name: str, spec: Optional[str] = None) -> str:
     trained_on = card.get("trained_on")
     out.append(f"{str(trained_on).rstrip('.')}." if trained_on else
                "Its card does not say what it was trained on.")
+    # the command that trained it (hfgd-lab train), or that made and scored this file
+    # (e.g. the model-zoo build: the card's provenance)
+    prov = card.get("provenance") if isinstance(card.get("provenance"), dict) else {}
     if training.get("command"):
         out += ["", f"Trained with `{training['command']}` (hfgd-lab "
                 f"{training.get('hfgd_lab_version', '?')}); the full experiment config is "
                 "`experiment` in config.json."]
+    elif prov.get("command"):
+        out += ["", f"Made with `{prov['command']}`"
+                + (f" ({prov['date']})" if prov.get("date") else "") + "."]
     out.append("")
 
     out += ["## Metrics", ""]
@@ -127,9 +135,13 @@ def model_card(card: dict, name: str, spec: Optional[str] = None) -> str:
         where = f"validation set of {card.get('dataset') or 'its dataset'}" + \
             (f", {n} images" if n else "")
         it = metrics.get("iteration")
-        how = (f"`{training['command']}` (validation during training"
-               + (f", iteration {it}" if it else "") + ")") if training.get("command") \
-            else "recorded in the card (command not recorded)"
+        if training.get("command"):
+            how = (f"`{training['command']}` (validation during training"
+                   + (f", iteration {it}" if it else "") + ")")
+        elif prov.get("command"):
+            how = f"`{prov['command']}`"
+        else:
+            how = "a command the card does not record"
         out += ["| metric | value (%) |", "|---|---|"]
         out += [f"| {k} | {v:.2f} |" for k, v in rows]
         out += ["", f"Measured on the {where} by {how}."]
