@@ -86,6 +86,8 @@ def test_trained_model_goes_to_a_folder_and_back_to_identical_logits(run, tmp_pa
 def test_run_best_last_and_set_folders_load(run, no_pickle):
     best = from_pretrained(run)
     assert best.name == f"{run.name}/best" and best.output_stem == run / "best"
+    assert best.val_miou() == best.card["metrics"]["mIoU"]
+    assert "Trained on: dataset 'scenes'" in best.describe()
     last = from_pretrained(run / "last.json")
     assert last.card["train_state"]["iteration"] == 4
     set_folder = run / json.loads((run / "last.json").read_text())["checkpoint"]

@@ -103,9 +103,12 @@ class LoadedModel:
         return m if isinstance(m, dict) else {}
 
     def val_miou(self) -> Optional[float]:
-        """The validation mIoU its card records (one trained model), or None."""
+        """The validation mIoU its card records (one trained model), or None: ``val_mIoU``
+        of a model-zoo card, or ``mIoU`` of a training run's (its validation at the
+        checkpoint's iteration)."""
+        m = self.metrics
         try:
-            v = float(self.metrics.get("val_mIoU"))
+            v = float(m.get("val_mIoU", m.get("mIoU")))
         except (TypeError, ValueError):
             return None
         return v if np.isfinite(v) else None
