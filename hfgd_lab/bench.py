@@ -48,6 +48,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from .bench_train import EXTRA as TRAIN_EXTRA
 from .bench_train import parse_size, run_train_benchmark
 
 MODELS = ("hfgd_os8", "hfgd_os4", "hfgd_os2", "semantic_fpn", "smp_fpn", "smp_upernet")
@@ -278,8 +279,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     p.add_argument("--num-classes", type=int, default=150, help="classes K (150: ADE20K-like)")
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS,
-                   metavar="MODEL", help=f"subset of {', '.join(MODELS)}")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + TRAIN_EXTRA,
+                   metavar="MODEL", help=f"subset of {', '.join(MODELS)} (--train also: "
+                                         f"{', '.join(TRAIN_EXTRA)})")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS,
                    help="full (logits resized to the image) and/or native (own stride)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -304,11 +306,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_args(args, argv=None):
-    # as typed: "hfgd-lab bench ..." or "speed.py ..." (argv None), else as called
-    args.command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]] if argv is None
-                            else ["hfgd-lab bench", *argv])
     if args.repeats < 1 or args.threads < 1 or args.size < 32 or args.warmup < 0:
         raise ValueError("need --repeats >= 1, --threads >= 1, --warmup >= 0, --size >= 32")
+    if not getattr(args, "train", False) and set(args.models) & set(TRAIN_EXTRA):
+        raise ValueError(f"--models {' '.join(sorted(set(args.models) & set(TRAIN_EXTRA)))}: "
+                         "only with --train")
     if getattr(args, "train", False):
         for size in args.sizes:
             parse_size(size)
@@ -322,6 +324,10 @@ def check_args(args, argv=None):
         except ImportError:
             raise ValueError("the smp rows need segmentation-models-pytorch: "
                              "pip install 'hfgd-lab[bench]' (or choose --models without smp_*)")
+    # as typed: "hfgd-lab bench ..." or "speed.py ..." (argv None), else as called; set
+    # after the checks, since the CLI names args.command in an error message
+    args.command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]] if argv is None
+                            else ["hfgd-lab bench", *argv])
     return args
 
 

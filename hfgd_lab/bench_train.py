@@ -45,6 +45,9 @@ import torch.nn.functional as F
 from torch import nn
 
 MODELS = ("hfgd_os8", "hfgd_os4", "hfgd_os2", "semantic_fpn", "smp_fpn", "smp_upernet")
+# not in the default set: HFGD OS4 with the straightforward loss (each branch's logits
+# resized to the labels, then F.cross_entropy), i.e. the loss before models/losses.py
+EXTRA = ("hfgd_os4_plain_loss",)
 REFERENCE = "smp_fpn"
 PARTS = ("forward", "loss", "backward", "optimizer")
 SIZES = ("2x256", "8x192")
@@ -80,12 +83,16 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def build_train_entries(names, backbone: str, num_classes: int, device,
                         lr: float = 1e-4) -> list[TrainEntry]:
-    from hfgd_lab import HFGDConfig, build_model
+    from hfgd_lab import HFGDConfig, build_model  # lazy: see straightforward_loss
 
     entries = []
     for name in names:
         if name.startswith("hfgd_os") or name == "semantic_fpn":
-            if name == "semantic_fpn":
+            plain = name == "hfgd_os4_plain_loss"
+            if plain:
+                cfg = HFGDConfig(backbone=backbone, num_classes=num_classes, output_stride=4)
+                label = "HFGD OS4, straightforward loss"
+            elif name == "semantic_fpn":
                 cfg = HFGDConfig(backbone=backbone, num_classes=num_classes,
                                  arch="semantic_fpn", output_stride=4)
                 label = "SemanticFPN (ours, OS4)"
@@ -94,9 +101,11 @@ def build_train_entries(names, backbone: str, num_classes: int, device,
                 cfg = HFGDConfig(backbone=backbone, num_classes=num_classes, output_stride=os_)
                 label = f"HFGD OS{os_}"
             model = build_model(cfg).to(device).train()
-            entries.append(TrainEntry(
-                name, label, model, model, lambda out, y, m=model: m.loss(out, y)["loss"],
-                torch.optim.AdamW(model.parameters(), lr=lr), cfg.output_stride))
+            loss = ((lambda out, y, m=model: straightforward_loss(m, out, y)) if plain else
+                    (lambda out, y, m=model: m.loss(out, y)["loss"]))
+            entries.append(TrainEntry(name, label, model, model, loss,
+                                      torch.optim.AdamW(model.parameters(), lr=lr),
+                                      cfg.output_stride))
         elif name in ("smp_fpn", "smp_upernet"):
             import segmentation_models_pytorch as smp
 
@@ -109,8 +118,28 @@ def build_train_entries(names, backbone: str, num_classes: int, device,
                 lambda out, y: F.cross_entropy(out, y, ignore_index=255),
                 torch.optim.AdamW(model.parameters(), lr=lr), 4))
         else:
-            raise ValueError(f"unknown model {name!r}; choose from {MODELS}")
+            raise ValueError(f"unknown model {name!r}; choose from {MODELS + EXTRA}")
     return entries
+
+
+def straightforward_loss(model, out, target) -> torch.Tensor:
+    """HFGD's loss the plain way: each branch's logits resized to the labels
+    (:func:`~hfgd_lab.models.hfgd.resize_logits`), then ``F.cross_entropy`` (the same
+    value and gradients as ``model.loss``, tests/test_losses.py)."""
+    # lazy, like build_train_entries' import: hfgd_lab.models (timm) is about 2/3 of the
+    # import time of hfgd_lab.bench, which `hfgd-lab bench --help` pays (measured)
+    from .models.hfgd import resize_logits
+
+    cfg, size = model.cfg, tuple(target.shape[-2:])
+
+    def ce(logits, stride):
+        up = resize_logits(logits, out.input_size, stride, size)
+        return F.cross_entropy(up.float(), target, weight=model.class_weights,
+                               ignore_index=cfg.ignore_index)
+    loss = cfg.loss_up_weight * ce(out.logits, out.output_stride)
+    if out.logits_high is not None:
+        loss = loss + cfg.loss_high_weight * ce(out.logits_high, 32)
+    return loss
 
 
 # ---- one step, timed part by part --------------------------------------------------------

@@ -58,6 +58,134 @@ def test_bench_command_and_script_wrapper(capsys, tmp_path):
     assert "--num-classes" in out
 
 
+# ---- training speed (issue 15): bench --train, the loader benchmark, gpu_check.sh ----------
+
+def test_bench_train_smoke(tmp_path, capsys):
+    """hfgd-lab bench --train: one table per size, every model's step split into its four
+    parts, the ratio to smp FPN, peak memory; the JSON holds every timing."""
+    from hfgd_lab.cli import main
+    out = tmp_path / "train.json"
+    args = ["--train", "--sizes", "2x64", "3x32", "--repeats", "2", "--warmup", "0",
+            "--num-classes", "5", "--models", "hfgd_os4", "hfgd_os4_plain_loss", "smp_fpn",
+            "--quiet", "--markdown", "--json", str(out)]
+    assert main(["bench", *args]) == 0
+    text = capsys.readouterr().out
+    assert "batch 2 x 64x64" in text and "batch 3 x 32x32" in text
+    assert "| HFGD OS4 | 1/4 |" in text and "| smp FPN | 1/4 |" in text
+    assert "| HFGD OS4, straightforward loss | 1/4 |" in text
+    data = json.loads(out.read_text())
+    assert data["mode"] == "train" and data["environment"]["command"].startswith(
+        "hfgd-lab bench --train")
+    for size in ("2x64", "3x32"):
+        rows = data["sizes"][size]["models"]
+        assert set(rows) == {"hfgd_os4", "hfgd_os4_plain_loss", "smp_fpn"}
+        assert rows["smp_fpn"]["wall"]["ratio"] == pytest.approx(1.0)
+        for r in rows.values():
+            for clock in ("wall", "cpu"):
+                c = r[clock]
+                assert len(c["step_times_ms"]) == 2 and c["step_ms"] > 0
+                assert all(c[f"{part}_ms"] >= 0 for part in
+                           ("forward", "loss", "backward", "optimizer"))
+            # the four parts are the step: their medians add up to about its median
+            parts = sum(r["wall"][f"{p}_ms"] for p in ("forward", "loss", "backward",
+                                                       "optimizer"))
+            assert parts == pytest.approx(r["wall"]["step_ms"], rel=0.5)
+            assert r["peak_mb"] is None or r["peak_mb"] > 0
+
+
+def test_bench_train_refuses_bad_options_in_one_line(capsys):
+    from hfgd_lab.cli import main
+    for argv, msg in ((["--train", "--sizes", "2y64"], "--sizes '2y64': expected BATCHxSIDE"),
+                      (["--train", "--sizes", "1x64"], "need batch >= 2"),
+                      (["--train", "--device", "cuda"], "CUDA is not available"),
+                      (["--train", "--device", "tpu"], "expected cpu or cuda"),
+                      (["--models", "hfgd_os4_plain_loss"], "only with --train")):
+        if argv[-1] == "cuda" and _cuda():
+            continue
+        assert main(["bench", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("hfgd-lab bench: error: ") and msg in err, err
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def _tiny_loader_configs(tmp_path):
+    import yaml
+    model = {"backbone": "convnext_atto", "num_classes": 10, "embed_dim": 32,
+             "decoder_channels": 32, "cae_depth": 1, "cae_heads": 2}
+    data = {"crop_size": [64, 64], "scale": [1.0, 1.0], "batch_size": 2}
+    train = {"iters": 2, "warmup_iters": 0}
+    scenes = {"model": model, "train": train,
+              "data": {**data, "name": "scenes", "kwargs": {"num": 4, "size": 64}}}
+    folder = {"model": model, "train": train,
+              "data": {**data, "name": "folder", "root": "unused"}}
+    paths = [tmp_path / "scenes.yaml", tmp_path / "folder.yaml"]
+    for path, cfg in zip(paths, (scenes, folder)):
+        path.write_text(yaml.safe_dump(cfg))
+    return paths
+
+
+def test_loader_benchmark_smoke(tmp_path, capsys):
+    """benchmarks/train_speed.py --loader: for a scenes and a folder config (the folder is
+    written from scenes), the loader alone, the step alone, and both together per
+    num_workers; without --loader it is bench --train."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import train_speed
+
+    cfgs = _tiny_loader_configs(tmp_path)
+    out = tmp_path / "loader.json"
+    res = train_speed.main(["--loader", "--configs", *map(str, cfgs), "--workers", "0", "1",
+                            "--rounds", "1", "--iters", "2", "--warmup", "0", "--threads",
+                            "1", "--folder-images", "4", "--quiet", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert "(scenes): batch 2 x 64x64" in text and "(folder): batch 2 x 64x64" in text
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(res))
+    for path in map(str, cfgs):
+        r = data["configs"][path]
+        assert r["step_alone_ms"] > 0 and set(r["workers"]) == {"0", "1"}
+        for w in r["workers"].values():
+            assert w["loader_alone_ms"] > 0 and w["iteration_ms"] > 0
+            assert 0 <= w["wait_ms"] <= w["iteration_ms"]
+            assert len(w["iteration_ms_times"]) == 2
+    assert data["configs"][str(cfgs[1])]["data"] == "folder"
+    # without --loader: the training-step table
+    train_speed.main(["--sizes", "2x32", "--repeats", "1", "--warmup", "0", "--models",
+                      "hfgd_os8", "smp_fpn", "--num-classes", "3", "--quiet"])
+    assert "HFGD OS8" in capsys.readouterr().out
+
+
+def test_gpu_check_script_dry_run_on_cpu(tmp_path):
+    """benchmarks/gpu_check.sh --cpu runs every step of the GPU check at tiny sizes: the
+    three training-step tables (fp32, AMP, AMP + channels-last), the 2-process DDP step
+    (gloo) with its checks, and the summary. No GPU is lent to this project's tests, so
+    this is as far as the script is tested here; without CUDA the GPU mode refuses."""
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    run = subprocess.run(["bash", str(script), "--cpu", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for variant in ("fp32", "amp", "amp_cl"):
+        r = json.loads((tmp_path / f"speed_train_cpu_{variant}.json").read_text())
+        assert r["settings"]["amp"] == (variant != "fp32")
+        assert r["settings"]["channels_last"] == (variant == "amp_cl")
+        assert set(r["sizes"]["2x64"]["models"]) == {"hfgd_os4", "smp_fpn"}
+    ddp = json.loads((tmp_path / "ddp_step_cpu.json").read_text())
+    assert ddp["ok"] and ddp["world_size"] == 2 and ddp["backend"] == "gloo"
+    assert ddp["grad_rel_error_vs_one_process"] < 1e-4
+    summary = (tmp_path / "gpu_check_summary_cpu.md").read_text()
+    assert "amp_cl, batch 2x64: HFGD OS4" in summary and "weights equal: True" in summary
+    assert "done in" in (tmp_path / "gpu_check_cpu.log").read_text()
+    if not _cuda():
+        run = subprocess.run(["bash", str(script), "--out", str(tmp_path / "gpu")],
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 2 and "no CUDA device visible" in run.stderr
+        assert not (tmp_path / "gpu").exists()
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
 TINY_PLAN = """
 base: tiny.yaml
 variants: [semantic_fpn, hfgd_nosg, hfgd_sg]
