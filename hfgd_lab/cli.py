@@ -34,6 +34,7 @@ COMMANDS = {
     "profile": ("hfgd_lab.commands.profile", "parameters and GFLOPs of a model config"),
     "app": ("hfgd_lab.commands.app", "serve the Gradio app: upload an image and see inside HFGD"),
     "convert": ("hfgd_lab.commands.convert", "turn a checkpoint into a Hub-style model folder"),
+    "export": ("hfgd_lab.commands.export", "export a model's inference graph to ONNX"),
 }
 
 # what every command reports as a bad input: a one-line message and exit code 2 (OSError:

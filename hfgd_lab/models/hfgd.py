@@ -111,7 +111,9 @@ class HFGD(nn.Module):
         m = self.cfg.pad_multiple
         h, w = images.shape[-2:]
         ph, pw = (-h) % m, (-w) % m
-        return F.pad(images, (0, pw, 0, ph)) if ph or pw else images
+        # exporting (ONNX): always pad, so the graph holds no branch on the input's size
+        return F.pad(images, (0, pw, 0, ph)) if torch.compiler.is_exporting() or ph or pw \
+            else images
 
     def forward(self, images: torch.Tensor, return_attention: bool = False,
                 return_features: bool = False, return_feat_up: bool = True) -> HFGDOutput:
