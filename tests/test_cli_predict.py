@@ -140,11 +140,20 @@ def test_never_overwrites_a_file_it_did_not_write(ckpt, tmp_path, capsys):
     manifest = json.loads((out / "hfgd-lab-manifest.json").read_text())
     assert "photo.png.mask.png" in manifest["files"]
     assert main(["predict", ckpt, str(img), "--out", str(out), "--no-progress"]) == 0
-    # summary.json is merged: a second image keeps the first one's record
+    # summary.json is merged: a second image keeps the first one's record, also when
+    # another model made the second (each record names its model)
     img2 = _image(tmp_path / "other.png", 40, 40, seed=5)
-    assert main(["predict", ckpt, str(img2), "--out", str(out), "--no-progress"]) == 0
-    assert set(json.loads((out / "summary.json").read_text())["images"]) == \
-        {"photo.png", "other.png"}
+    other_model = build_model(HFGDConfig(**{**TINY, "num_classes": 3})).eval()
+    save_checkpoint(tmp_path / "m3", other_model, classes=["a", "b", "c"])
+    assert main(["predict", str(tmp_path / "m3"), str(img2), "--out", str(out),
+                 "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {k: v["model"] for k, v in summary["images"].items()} == \
+        {"photo.png": "tiny", "other.png": "m3"}
+    assert summary["models"] == {"tiny": list(SCENE_CLASSES), "m3": ["a", "b", "c"]}
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert {(r["image"], r["model"]) for r in rows} == {("photo.png", "tiny"),
+                                                       ("other.png", "m3")}
     # a file named like the manifest that is not one: refused
     other = tmp_path / "o2"
     other.mkdir()

@@ -164,34 +164,36 @@ def model_notes(loaded) -> list[str]:
 # ---- the run -----------------------------------------------------------------------------
 
 def _png(array):
-    from PIL import Image
+    from PIL import Image  # (~0.1-0.2 s) loaded with the rest of run()'s imports
     return lambda tmp: Image.fromarray(array).save(tmp, format="PNG")
 
 
 def _summary_rows(record: dict) -> list[list]:
-    return [[record["input_name"], c["index"], c["class"], c["pixels"], c["area_pct"],
-             c["mean_confidence_pct"]] for c in record["classes"]]
+    return [[record["input_name"], record.get("model", ""), c["index"], c["class"], c["pixels"],
+             c["area_pct"], c["mean_confidence_pct"]] for c in record["classes"]]
 
 
 def _write_summary(out: Path, manifest: Manifest, model_name: str, classes, records: dict):
-    """summary.json (merged with the one a previous run wrote here) and summary.csv."""
+    """summary.json and summary.csv: this run's records merged into those a previous run
+    wrote here (same image name: replaced, as its files were; others kept, whatever model
+    made them: each record names its model)."""
     path = out / "summary.json"
-    old = {}
+    images, models = {}, {}
     if path.is_file() and manifest.owns(path):
         try:
             data = json.loads(path.read_text())
-            if data.get("model") == model_name and isinstance(data.get("images"), dict):
-                old = data["images"]
+            if isinstance(data.get("images"), dict) and isinstance(data.get("models"), dict):
+                images, models = data["images"], data["models"]
         except (OSError, ValueError, AttributeError):
-            old = {}
-    images = {**old, **records}
-    doc = {"tool": "hfgd-lab predict", "model": model_name, "classes": list(classes),
-           "images": dict(sorted(images.items()))}
+            pass
+    images = {**images, **records}
+    models = {**models, model_name: list(classes)}
+    doc = {"tool": "hfgd-lab predict", "models": models, "images": dict(sorted(images.items()))}
     text = json.dumps(doc, indent=1) + "\n"
     atomic_write(path, lambda t: t.write_text(text))
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["image", "class_index", "class", "pixels", "area_pct",
+    writer.writerow(["image", "model", "class_index", "class", "pixels", "area_pct",
                      "mean_confidence_pct"])
     for key in doc["images"]:
         writer.writerows(_summary_rows(doc["images"][key]))
@@ -271,7 +273,8 @@ def run(args):
         ih, iw = fit_max_side((h, w), args.max_side)  # what segment() ran the model on
         key = rel.as_posix()
         records[key] = {
-            "input": str(path), "input_name": key, "size": [w, h], "inference_size": [iw, ih],
+            "input": str(path), "input_name": key, "model": loaded.name, "size": [w, h],
+            "inference_size": [iw, ih],
             "outputs": {kind: manifest.rel(p) for kind, p in outs.items()},
             "mean_confidence": round(areas["mean"], 4),
             "low_confidence_pct": round(100 * areas["low_share"], 2),
