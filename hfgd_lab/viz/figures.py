@@ -170,7 +170,7 @@ def plot_prediction(analysis, palette=None, class_names=None, alpha: float = 0.6
 
 
 def plot_prediction_grid(analyses: dict, classes: Sequence[str], palette, alpha: float = 0.6,
-                         panel: float = 2.2, ignore_index: int = 255) -> Figure:
+                         panel: float = 2.0, ignore_index: int = 255) -> Figure:
     """One row per image: the image, ground truth (if any image has one), the model's
     prediction (upsampler) and the HFG branch's prediction (OS32, if any), one legend of
     the classes present.
@@ -179,7 +179,8 @@ def plot_prediction_grid(analyses: dict, classes: Sequence[str], palette, alpha:
         analyses: ``{row name: ImageAnalysis}`` (e.g. several images, or several models
             on one image).
         classes: K class names; palette: (K, 3) colours.
-        panel: inches per panel.
+        panel: inches per panel (2.0: 220 px at the notebooks' 110 dpi, more than a
+            192-px scene has).
 
     Axes: rows x columns.
     """
