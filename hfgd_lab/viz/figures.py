@@ -226,7 +226,7 @@ def plot_prediction_grid(analyses: dict, classes: Sequence[str], palette, alpha:
 def plot_class_areas(areas: dict, classes: Sequence[str], palette,
                      title: Optional[str] = None) -> Figure:
     """One stacked horizontal bar per image: the share of its pixels given to each
-    class (:func:`hfgd_lab.analysis.class_areas`). A segment is labelled with its class
+    class (:func:`hfgd_lab.analysis.scores.class_areas`). A segment is labelled with its class
     and share only where the label fits inside it (the legend names every class).
 
     Args:
