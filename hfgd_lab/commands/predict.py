@@ -20,13 +20,10 @@ first image is processed.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 from pathlib import Path
 
-from ._common import (Manifest, add_inference_arguments, atomic_write,
-                      check_inference_arguments, int_at_least, probe_writable_dir, unit_float)
+from ._common import (Manifest, add_inference_arguments, check_inference_arguments,
+                      int_at_least, unit_float)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 KINDS = ("labels", "mask", "overlay")
@@ -123,83 +120,6 @@ def plan(inputs, out: Path) -> list[tuple[Path, Path, dict]]:
     return planned
 
 
-# ---- what the model knows, in words ------------------------------------------------------
-
-def knows_only_scenes(loaded) -> bool:
-    """True for a model of the built-in procedural scenes (by its card, or by its
-    classes being exactly the scenes' classes)."""
-    from ..data.scenes import SCENE_CLASSES
-    return loaded.is_scenes_model or tuple(loaded.classes) == tuple(SCENE_CLASSES)
-
-
-def trained_on(loaded) -> str:
-    """What the card says the model was trained on, in a few words."""
-    if loaded.trained_on:
-        return loaded.trained_on.rstrip(".")
-    card = loaded.card
-    data = ((card.get("experiment") or {}).get("data") or {})
-    name = data.get("name") or card.get("dataset")
-    if not name:
-        return "unknown (its card does not say)"
-    where = f" at {data['root']}" if data.get("root") else ""
-    split = f", split {data['train_split']!r}" if data.get("train_split") else ""
-    return f"dataset {name!r}{where}{split}"
-
-
-def model_notes(loaded) -> list[str]:
-    names = list(loaded.classes)
-    shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
-    lines = [f"model {loaded.name}: {loaded.num_classes} classes ({shown}); trained on "
-             f"{trained_on(loaded)}"]
-    if loaded.card.get("stand_in"):
-        lines.append("warning: this model is a random-weight stand-in (tests, development): "
-                     "its predictions mean nothing")
-    if knows_only_scenes(loaded):
-        lines.append("note: this model knows only the classes of the built-in procedural "
-                     "scenes; on photographs or other real images its labels are not "
-                     "meaningful (every pixel still gets one of its classes)")
-    return lines
-
-
-# ---- the run -----------------------------------------------------------------------------
-
-def _png(array):
-    from PIL import Image  # (~0.1-0.2 s) loaded with the rest of run()'s imports
-    return lambda tmp: Image.fromarray(array).save(tmp, format="PNG")
-
-
-def _summary_rows(record: dict) -> list[list]:
-    return [[record["input_name"], record.get("model", ""), c["index"], c["class"], c["pixels"],
-             c["area_pct"], c["mean_confidence_pct"]] for c in record["classes"]]
-
-
-def _write_summary(out: Path, manifest: Manifest, model_name: str, classes, records: dict):
-    """summary.json and summary.csv: this run's records merged into those a previous run
-    wrote here (same image name: replaced, as its files were; others kept, whatever model
-    made them: each record names its model)."""
-    path = out / "summary.json"
-    images, models = {}, {}
-    if path.is_file() and manifest.owns(path):
-        try:
-            data = json.loads(path.read_text())
-            if isinstance(data.get("images"), dict) and isinstance(data.get("models"), dict):
-                images, models = data["images"], data["models"]
-        except (OSError, ValueError, AttributeError):
-            pass
-    images = {**images, **records}
-    models = {**models, model_name: list(classes)}
-    doc = {"tool": "hfgd-lab predict", "models": models, "images": dict(sorted(images.items()))}
-    text = json.dumps(doc, indent=1) + "\n"
-    atomic_write(path, lambda t: t.write_text(text))
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["image", "model", "class_index", "class", "pixels", "area_pct",
-                     "mean_confidence_pct"])
-    for key in doc["images"]:
-        writer.writerows(_summary_rows(doc["images"][key]))
-    atomic_write(out / "summary.csv", lambda t: t.write_text(buf.getvalue()))
-
-
 def run(args):
     mode = check_inference_arguments(args)
     out = Path(args.out)
@@ -210,110 +130,7 @@ def run(args):
     manifest = Manifest(out, "predict")
     manifest.check([p for _, _, outs in jobs for p in outs.values()]
                    + [out / name for name in SUMMARY], args.overwrite)
-
-    # heavy imports only now that the arguments are known to be good: torch, timm and
-    # the model code take ~3-5 s to import (measured), which --help must not pay
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from ..data import ImageError, fit_max_side, read_image
-    from ..engine.inference import InferenceOptions
-    from ..engine.loaded import from_pretrained
-    from ..viz import colorize, overlay
-    from ..viz.legend import legend_image
-    from ._common import resolve_device
-
-    device = resolve_device(args.device)
-    opts = InferenceOptions(mode, list(args.crop) if args.crop else None,
-                            list(args.stride) if args.stride else None, list(args.scales),
-                            args.flip)
-    created = not out.exists()
-    probe_writable_dir(out, "--out")
-    try:
-        loaded = from_pretrained(args.checkpoint, device=device)
-    except BaseException:
-        if created and not any(out.iterdir()):
-            out.rmdir()  # nothing of ours is left behind by a failed start
-        raise
-    for line in model_notes(loaded):
-        print(line)
-    k, palette = loaded.num_classes, loaded.palette
-    label_dtype = np.uint8 if k <= 256 else np.uint16
-
-    manifest.record([out / "legend.png"])
-    atomic_write(out / "legend.png",
-                 _png(legend_image(loaded.classes, palette,
-                                   title=f"{loaded.name}: {k} classes")))
-
-    records, failures, low = {}, 0, 0
-    bar = tqdm(jobs, desc="predict", unit="img", disable=args.no_progress)
-    for path, rel, outs in bar:
-        try:
-            img = read_image(path, max_side=None)
-        except ImageError as e:
-            bar.write(f"skipped: {e}")
-            failures += 1
-            continue
-        h, w = img.array.shape[:2]
-        labels, conf = loaded.segment(img.array, opts, max_side=args.max_side)
-        areas = _class_areas(labels, conf, k, args.low_confidence)
-        warnings = []
-        if areas["mean"] < args.low_confidence:
-            low += 1
-            warnings.append(
-                f"low confidence (mean {areas['mean']:.2f}, {100 * areas['low_share']:.0f}% of "
-                f"pixels below {args.low_confidence:g}): the image may show things outside "
-                f"this model's {k} classes")
-        manifest.record(outs.values())
-        out_dir = outs["labels"].parent
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(outs["labels"], _png(labels.astype(label_dtype)))
-        atomic_write(outs["mask"], _png(colorize(labels, palette)))
-        atomic_write(outs["overlay"], _png(overlay(img.array, labels, palette, args.opacity)))
-        ih, iw = fit_max_side((h, w), args.max_side)  # what segment() ran the model on
-        key = rel.as_posix()
-        records[key] = {
-            "input": str(path), "input_name": key, "model": loaded.name, "size": [w, h],
-            "inference_size": [iw, ih],
-            "outputs": {kind: manifest.rel(p) for kind, p in outs.items()},
-            "mean_confidence": round(areas["mean"], 4),
-            "low_confidence_pct": round(100 * areas["low_share"], 2),
-            "classes": [{"index": c, "class": loaded.classes[c],
-                         "pixels": int(areas["pixels"][c]),
-                         "area_pct": round(100 * float(areas["share"][c]), 2),
-                         "mean_confidence_pct": round(100 * float(areas["conf"][c]), 1)}
-                        for c in areas["present"]],
-            "notes": list(img.notes), "warnings": warnings}
-        top = ", ".join(f"{loaded.classes[c]} {100 * areas['share'][c]:.1f}%"
-                        for c in areas["present"][:5])
-        more = len(areas["present"]) - 5
-        bar.write(f"{key} ({w}x{h}): {top}" + (f", +{more} more" if more > 0 else "")
-                  + f"; mean confidence {areas['mean']:.2f}")
-        for note in img.notes:
-            bar.write(f"  {key}: {note}")
-        for warning in warnings:
-            bar.write(f"  warning: {key}: {warning}")
-    bar.close()
-    manifest.record([out / "summary.json", out / "summary.csv"])
-    _write_summary(out, manifest, loaded.name, loaded.classes, records)
-    done = len(records)
-    print(f"wrote {done} result(s) to {out} (labels, mask and overlay per image; legend.png, "
-          f"summary.json, summary.csv)"
-          + (f"; {low} with low confidence" if low else "")
-          + (f"; {failures} of {len(jobs)} input(s) skipped" if failures else ""))
-    return 1 if failures else 0
-
-
-def _class_areas(labels, conf, k: int, threshold: float) -> dict:
-    """Per-class pixels, share of the image and mean confidence (in [0, 1]); the mean
-    confidence over all pixels and the share below ``threshold``."""
-    import numpy as np
-    lab = labels.ravel()
-    c = conf.ravel().astype(np.float64)
-    pixels = np.bincount(lab, minlength=k)[:k]
-    sums = np.bincount(lab, weights=c, minlength=k)[:k]
-    present = [int(i) for i in np.argsort(-pixels, kind="stable") if pixels[i] > 0]
-    return {"pixels": pixels, "share": pixels / max(int(pixels.sum()), 1),
-            "conf": np.where(pixels > 0, sums / np.maximum(pixels, 1), 0.0),
-            "mean": float(c.mean()), "low_share": float((c < threshold).mean()),
-            "present": present}
+    # the work imports torch, timm and the model code (~3-5 s, measured): only now that
+    # the arguments are known to be good, never for --help or an argument error
+    from ._predict_work import predict_all
+    return predict_all(args, mode, out, jobs, manifest)
