@@ -19,7 +19,7 @@ from hfgd_lab.analysis import CachedAnalysis
 from hfgd_lab.app import state as app_state
 from hfgd_lab.app.examples import make_examples
 from hfgd_lab.app.handlers import MAX_PIXELS, App
-from hfgd_lab.app.server import is_local
+from hfgd_lab.app.server import bound_kernel_cache, is_local, paths_warning
 from hfgd_lab.app.state import AppError, ModelStore, Options
 from hfgd_lab.app.testing import huge_png
 from hfgd_lab.engine import InferenceOptions, infer, zoo
@@ -136,9 +136,20 @@ def test_checkpoint_paths_only_with_the_flag(weights, tmp_path, monkeypatch):
         open_app.model_info(str(tmp_path / "evil.pt"))
 
 
-def test_is_local():
+def test_the_kernel_cache_is_bounded_unless_the_operator_chose(monkeypatch):
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    assert bound_kernel_cache() == "16"
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "4")
+    assert bound_kernel_cache() == "4"
+
+
+def test_checkpoint_paths_beyond_this_machine_are_warned_about():
     assert is_local("127.0.0.1") and is_local("localhost") and is_local("::1")
     assert not is_local("0.0.0.0") and not is_local("192.168.1.5") and not is_local("example.org")
+    assert paths_warning(False, "0.0.0.0", True) is None      # paths off: nothing to say
+    assert paths_warning(True, "127.0.0.1", False) is None    # this machine only
+    assert "every client can load any checkpoint" in paths_warning(True, "0.0.0.0", False)
+    assert "public share link" in paths_warning(True, "127.0.0.1", True)
 
 
 # ---- one forward pass -------------------------------------------------------------------

@@ -9,6 +9,9 @@
   process uses (mode 0700) and points ``GRADIO_TEMP_DIR`` (uploads and results) and
   ``GRADIO_EXAMPLES_CACHE`` at it before the Blocks exist; it is removed at exit. One
   server per process: Gradio reads these variables process-wide.
+- **Bounded memory over time**: at most 2 malloc arenas, oneDNN's kernel cache capped,
+  freed heap pages handed back after each analysis (see :func:`limit_malloc_arenas`,
+  :func:`bound_kernel_cache`, ``benchmarks/app_soak.py``).
 - **Bounded work per request**: uploads above ``MAX_FILE_SIZE`` are refused by the
   server; images above :data:`~.handlers.MAX_PIXELS` are refused from their header,
   before any pixel is decoded; a bounded queue, one heavy computation at a time.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import ctypes
 import ipaddress
 import logging
 import os
@@ -39,7 +43,8 @@ from .state import AppError, ModelStore, Options
 from .ui import build_demo
 from .html import CSS
 
-__all__ = ["main", "run", "serve", "create_app", "warm_up", "private_folder", "limit_threads", "is_local",
+__all__ = ["main", "run", "serve", "create_app", "warm_up", "private_folder", "limit_threads",
+           "limit_malloc_arenas", "bound_kernel_cache", "is_local", "paths_warning",
            "ServeError", "MAX_FILE_SIZE", "QUEUE_SIZE", "CONCURRENCY"]
 
 MAX_FILE_SIZE = "10mb"      # uploads above this are refused by the server
@@ -62,6 +67,16 @@ def is_local(host: str) -> bool:
         return False
 
 
+def paths_warning(allow_paths: bool, host: str, share: bool) -> str | None:
+    """What to tell the operator who opens checkpoint paths to clients beyond this
+    machine (None when paths are off or the server is on loopback only)."""
+    if not allow_paths or (is_local(host) and not share):
+        return None
+    where = "a public share link" if share else f"{host} (beyond this machine)"
+    return (f"--allow-checkpoint-paths while serving on {where}: every client can load "
+            "any checkpoint this server can read; use --models-dir DIR instead")
+
+
 def private_folder() -> Path:
     """A new folder for this server's uploads, results and examples (mode 0700),
     removed at exit; Gradio is pointed at it (see the module docstring)."""
@@ -71,6 +86,30 @@ def private_folder() -> Path:
     os.environ["GRADIO_EXAMPLES_CACHE"] = str(folder / "examples-cache")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """At most ``arenas`` glibc malloc arenas (``mallopt(M_ARENA_MAX)``, what the
+    ``MALLOC_ARENA_MAX`` environment variable sets). glibc gives each thread that
+    allocates its own arena, up to 8 per core, and Gradio runs every request in a pool
+    thread: freed memory then stays scattered over many arenas, and a soak of mixed
+    requests grew the RSS by ~490 MB in 80 requests with the default against ~320 MB
+    with 2 arenas (benchmarks/app_soak.py). Returns False where this is not glibc."""
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-8, int(arenas)))  # M_ARENA_MAX = -8
+    except (OSError, AttributeError):
+        return False
+
+
+def bound_kernel_cache(capacity: int = 16) -> str:
+    """At most ``capacity`` compiled convolution kernels kept by oneDNN, the library
+    behind PyTorch's CPU convolutions, unless ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` is set
+    already. oneDNN compiles and keeps kernels per input shape (1024 by default); a
+    server sees a new shape with nearly every image, and its RSS grew by ~500 MB over 60
+    image sizes in one process (flat with a capacity of 8, for the same time per forward
+    pass on a 384 px image). Read by oneDNN when it first runs, so this is called before
+    any forward pass. Returns the capacity in force."""
+    return os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(int(capacity)))
 
 
 def limit_threads(threads=None) -> int:
@@ -126,12 +165,12 @@ def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model=
         ServeError: a --models-dir that is not a folder, or a start-up model that is
             not allowed or does not load.
     """
+    bound_kernel_cache()
+    limit_malloc_arenas()
     n = limit_threads(threads)
-    exposed = share or not is_local(host)
-    if allow_paths and exposed:
-        print(f"hfgd-lab app: WARNING: --allow-checkpoint-paths while serving beyond this "
-              f"machine ({'a share link' if share else host}): every client can load any "
-              "checkpoint this server can read", file=sys.stderr)
+    warning = paths_warning(allow_paths, host, share)
+    if warning:
+        print(f"hfgd-lab app: WARNING: {warning}", file=sys.stderr)
     max_side = int(min(max(max_side, Options.MIN_SIDE), Options.MAX_SIDE))
     # everything that can refuse to start is checked before anything is written
     app, _ = create_app(device, models_dirs, allow_paths, cache_size, cache_mb)
