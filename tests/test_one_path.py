@@ -11,6 +11,8 @@ from PIL import Image
 
 from hfgd_lab import HFGDConfig, build_model
 from hfgd_lab.analysis import analyze_image
+from hfgd_lab.app.handlers import App
+from hfgd_lab.app.state import Options
 from hfgd_lab.data import (DatasetError, LabelMapError, build_dataset, read_image,
                            read_label_map)
 from hfgd_lab.data.transforms import build_eval_transform
@@ -35,6 +37,22 @@ def _gradient16(h=24, w=40, top=65535):
 
 # ---- images ---------------------------------------------------------------------------
 
+class _Store:
+    """The app's model store, holding one model under any name."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded
+
+    def get(self, spec):
+        return self.loaded
+
+
+
+def _app_pixels(path) -> np.ndarray:
+    """What the app's handler reads from an uploaded file (no downscale at this size)."""
+    return App(store=_Store(None)).read(str(path), 2048).array
+
+
 def test_16bit_png_same_pixels_everywhere_scaled_by_bit_depth(tmp_path):
     a16 = _gradient16()
     path = _folder(tmp_path, Image.fromarray(a16), np.zeros(a16.shape))
@@ -42,7 +60,7 @@ def test_16bit_png_same_pixels_everywhere_scaled_by_bit_depth(tmp_path):
     ds_image, _ = build_dataset("folder", tmp_path).load(0)
     upload = read_image(path).array
     array = read_image(a16).array                       # the same data as an array
-    for got in (ds_image, upload, array):
+    for got in (ds_image, upload, array, _app_pixels(path)):
         np.testing.assert_array_equal(got[..., 0], expected)
     assert len(np.unique(ds_image)) > 200               # not clipped to two grey levels
     # a 12-bit sensor image stored in 16 bits stays dark: the scale is the format's
@@ -58,7 +76,7 @@ def test_rgba_composited_on_white_for_files_and_arrays(tmp_path):
     a = rgba[..., 3:].astype(np.float64) / 255
     expected = np.round(rgba[..., :3] * a + 255 * (1 - a)).astype(np.uint8)
     ds_image, _ = build_dataset("folder", tmp_path).load(0)
-    for got in (ds_image, read_image(path).array, read_image(rgba).array):
+    for got in (ds_image, read_image(path).array, read_image(rgba).array, _app_pixels(path)):
         np.testing.assert_allclose(got.astype(int), expected.astype(int), atol=1)
     assert (ds_image[:, 0] == 255).all()                # fully transparent: white
 
@@ -80,6 +98,7 @@ def test_exif_rotated_jpeg_pairs_with_a_mask_drawn_on_the_upright_photo(tmp_path
     image, labels = build_dataset("folder", tmp_path).load(0)
     assert image.shape[:2] == labels.shape == (24, 16)
     np.testing.assert_array_equal(image, read_image(path).array)
+    np.testing.assert_array_equal(image, _app_pixels(path))
     red = image[..., 0] > 128
     assert (red == (labels == 1)).mean() > 0.95         # the mask lies on its object
 
@@ -196,6 +215,11 @@ def test_one_image_reaches_the_network_as_one_tensor(tmp_path, backbone):
     # the analysis
     analyze_image(loaded, pixels)
     x_analysis = model.inputs.pop()
+    # the app: an uploaded file through its handler (reader, cache, analysis)
+    app = App(store=_Store(loaded))
+    app.analysed(str(path), "m", Options(max_side=512))
+    x_app = model.inputs.pop()
     assert torch.equal(x_dataset, x_predict) and torch.equal(x_predict, x_analysis)
+    assert torch.equal(x_analysis, x_app)
     if backbone.startswith("tf_"):   # the backbone's own normalisation: [-1, 1]
         assert x_dataset.min() >= -1 and x_dataset.max() <= 1

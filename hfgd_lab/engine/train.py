@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .. import __version__
 from ..config import ConfigError
 from ..data import build_dataset
 from ..data.transforms import build_eval_transform, build_train_transform
@@ -287,7 +288,6 @@ def _count(dataset, max_images) -> int:
 def _provenance(cfg: ExperimentConfig, model, train_ds, work_dir: Path, step: int) -> dict:
     """What a checkpoint card says about how the model was trained (model cards and
     ``LoadedModel.describe`` read it)."""
-    from .. import __version__
     d = cfg.data
     return {"experiment": cfg.to_dict(), "dataset": d.name,
             "trained_on": f"dataset {d.name!r}, split {d.train_split!r} "
