@@ -48,8 +48,11 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from .bench_onnx import run_onnx_benchmark
 from .bench_train import EXTRA as TRAIN_EXTRA
 from .bench_train import parse_size, run_train_benchmark
+from .config import HFGDConfig
+from .models import build_model
 
 MODELS = ("hfgd_os8", "hfgd_os4", "hfgd_os2", "semantic_fpn", "smp_fpn", "smp_upernet")
 REFERENCE = "smp_fpn"
@@ -75,8 +78,6 @@ class Entry:
 # ---- models ----------------------------------------------------------------------------
 
 def build_entries(names, backbone: str, num_classes: int) -> list[Entry]:
-    from hfgd_lab import HFGDConfig, build_model
-
     entries = []
     for name in names:
         if name.startswith("hfgd_os") or name == "semantic_fpn":
@@ -300,6 +301,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="--train: autocast (bfloat16; float16 where bf16 is unsupported)")
     t.add_argument("--channels-last", action="store_true",
                    help="--train: models and input in channels-last memory")
+    p.add_argument("--onnx", action="store_true",
+                   help="time our models' exported ONNX graphs (onnxruntime, CPU) beside "
+                        "PyTorch instead (the export extra; hfgd_lab/bench_onnx.py)")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
     p.add_argument("--json", metavar="OUT", help="write all timings and counts as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -365,6 +369,10 @@ def _run(args) -> dict:
     env = environment(args)
     if getattr(args, "train", False):
         results = run_train_benchmark(args, env, log)
+        _write_json(args, results, log)
+        return results
+    if getattr(args, "onnx", False):
+        results = run_onnx_benchmark(args, env, log)
         _write_json(args, results, log)
         return results
     log(f"building {', '.join(args.models)} with {args.backbone}, K={args.num_classes}")

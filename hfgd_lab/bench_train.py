@@ -44,6 +44,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import HFGDConfig
+from .models import build_model
+from .models.hfgd import resize_logits
+
 MODELS = ("hfgd_os8", "hfgd_os4", "hfgd_os2", "semantic_fpn", "smp_fpn", "smp_upernet")
 # not in the default set: HFGD OS4 with the straightforward loss (each branch's logits
 # resized to the labels, then F.cross_entropy), i.e. the loss before models/losses.py
@@ -83,8 +87,6 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def build_train_entries(names, backbone: str, num_classes: int, device,
                         lr: float = 1e-4) -> list[TrainEntry]:
-    from hfgd_lab import HFGDConfig, build_model  # lazy: see straightforward_loss
-
     entries = []
     for name in names:
         if name.startswith("hfgd_os") or name == "semantic_fpn":
@@ -126,10 +128,6 @@ def straightforward_loss(model, out, target) -> torch.Tensor:
     """HFGD's loss the plain way: each branch's logits resized to the labels
     (:func:`~hfgd_lab.models.hfgd.resize_logits`), then ``F.cross_entropy`` (the same
     value and gradients as ``model.loss``, tests/test_losses.py)."""
-    # lazy, like build_train_entries' import: hfgd_lab.models (timm) is about 2/3 of the
-    # import time of hfgd_lab.bench, which `hfgd-lab bench --help` pays (measured)
-    from .models.hfgd import resize_logits
-
     cfg, size = model.cfg, tuple(target.shape[-2:])
 
     def ce(logits, stride):
