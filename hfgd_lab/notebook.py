@@ -42,9 +42,11 @@ Environment: ``HFGD_LAB_FAST`` (fast mode), ``HFGD_LAB_THREADS`` (torch threads)
 """
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import os
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -60,7 +62,7 @@ from .analysis import LRU
 from .engine import zoo
 from .viz import MIN_FONT
 
-__all__ = ["FAST_ENV", "THREADS_ENV", "DPI", "NOTEBOOKS", "STATIC_LABEL", "STATIC_GONE",
+__all__ = ["NotebookTimeout", "FAST_ENV", "THREADS_ENV", "DPI", "NOTEBOOKS", "STATIC_LABEL", "STATIC_GONE",
            "fast_mode", "pick", "setup", "repo_root", "figure_png", "image_file_png", "show",
            "show_markdown", "RENDERED", "Panel", "explore", "exercise_panels", "PANELS",
            "execute_notebook"]
@@ -342,9 +344,14 @@ def exercise_panels() -> dict:
 
 # ---- execution ----------------------------------------------------------------------
 
+class NotebookTimeout(RuntimeError):
+    """A notebook did not finish within its wall-clock ``deadline``."""
+
+
 def execute_notebook(path, fast: Optional[bool] = None, env: Optional[dict] = None,
                      timeout: int = 1800, inplace: bool = True, extra_cells=(),
-                     kernel_name: str = "python3", timing: bool = False):
+                     kernel_name: str = "python3", timing: bool = False,
+                     deadline: Optional[float] = None):
     """Run a notebook top to bottom with nbclient in this Python environment's kernel
     (the ``python3`` kernelspec whose ``python`` resolves to this interpreter).
 
@@ -355,12 +362,22 @@ def execute_notebook(path, fast: Optional[bool] = None, env: Optional[dict] = No
         inplace: write the executed notebook back to ``path``.
         extra_cells: code appended before running (tests); not written back.
         timing: record each cell's start and end in its metadata (not written back).
+        deadline: seconds for the whole run, kernel start and shutdown included (None:
+            no limit beyond ``timeout`` per cell). nbclient's per-cell ``timeout`` does
+            not cover a client left waiting on an idle kernel (seen twice on a 2-core
+            machine at load 5+: kernel idle, client waiting, no timeout for 10+ minutes);
+            the deadline does, and the kernel is shut down.
     Returns the executed ``nbformat`` notebook.
+
+    Raises:
+        NotebookTimeout: the run passed ``deadline``.
     """
     # imported here: nbformat's JSON-schema validation stack costs 1.6-3.7 s to import
     # (measured with -X importtime), which every notebook kernel would otherwise pay
     import nbformat
+    from jupyter_core.utils import run_sync
     from nbclient import NotebookClient
+    from nbclient.exceptions import DeadKernelError
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
     n_own = len(nb.cells)
@@ -374,7 +391,22 @@ def execute_notebook(path, fast: Optional[bool] = None, env: Optional[dict] = No
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
                             resources={"metadata": {"path": str(path.parent)}},
                             record_timing=timing)
-    client.execute(env={k: str(v) for k, v in kernel_env.items()})
+    run_env = {k: str(v) for k, v in kernel_env.items()}
+    if deadline is None:
+        client.execute(env=run_env)
+    else:
+        async def bounded():
+            # cancelling async_execute leaves its kernel context: the kernel is shut down
+            return await asyncio.wait_for(client.async_execute(env=run_env), deadline)
+        start = time.monotonic()
+        try:
+            run_sync(bounded)()
+        except (asyncio.TimeoutError, DeadKernelError):
+            # nbclient turns the cancellation of its reply wait into DeadKernelError
+            if time.monotonic() - start < deadline:
+                raise
+            raise NotebookTimeout(f"{path.name}: not finished after {deadline:.0f} s") \
+                from None
     # nbclient keeps the widgets' state (store_widget_state=False breaks its Output
     # widget handling); it would double the file (the panels' figures again) and only a
     # live kernel can drive the panels anyway, so it is not stored.
