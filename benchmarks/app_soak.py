@@ -68,6 +68,10 @@ def parse_args(argv=None):
     p.add_argument("--sample-every", type=float, default=2.0, help="RSS sampling period, s")
     p.add_argument("--plateau-mb", type=float, default=100,
                    help="how much the last quarter's peak may exceed the second quarter's")
+    p.add_argument("--only", nargs="+", choices=list(MIX), metavar="ACTION",
+                   help="only these request types, in their mix's proportions (to find "
+                        "which one makes memory grow); segment_new still runs until an "
+                        f"image is seen. Types: {', '.join(MIX)}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write every number here")
     return p.parse_args(argv)
@@ -178,9 +182,12 @@ def run(args) -> dict:
                 samples.append((time.time() - t0, n, rss_mb(server.proc.pid)))
                 stop.wait(args.sample_every)
 
+        mix = {k: v for k, v in MIX.items() if not args.only or k in args.only}
+
         def next_action(r: random.Random) -> str:
             x, acc = r.random(), 0.0
-            for name, share in MIX.items():
+            x *= sum(mix.values())
+            for name, share in mix.items():
                 acc += share
                 if x < acc:
                     return name

@@ -328,3 +328,14 @@ def test_stop_gradient_plan_errors_are_one_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "4 runs in the plan selection, 0 finished, 4 to run" in out
     assert "step 1: b/hfgd_sg_seed1" in out and "a/" not in out
+
+
+def test_app_soak_only_takes_request_types_from_its_mix(capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import app_soak
+
+    args = app_soak.parse_args(["--only", "imagenet", "compare"])
+    assert args.only == ["imagenet", "compare"]
+    with pytest.raises(SystemExit):
+        app_soak.parse_args(["--only", "everything"])
+    assert "invalid choice: 'everything'" in capsys.readouterr().err
