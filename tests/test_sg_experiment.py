@@ -2,6 +2,7 @@
 (hfgd_lab.experiments.stop_gradient, hfgd_lab.viz.experiment)."""
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,9 @@ def test_regime_map_from_stored_files(tmp_path):
     assert rows[0]["best"] == "hfgd_partial_sg" or rows[0]["best"] == "hfgd_nosg"
     assert "no measurable difference" in rows[0]["best_lead"]
     assert rows[0]["verdicts"]["hfgd_sg - hfgd_nosg"].startswith("HFGD no-sg ahead of HFGD sg")
+    # the interval is the winner's lead, positive like the lead itself
+    assert re.search(r"ahead of HFGD sg by [\d.]+ \[\+[\d.]+, \+[\d.]+\]",
+                     rows[0]["verdicts"]["hfgd_sg - hfgd_nosg"])
     assert rows[1]["best"] == "hfgd_sg"
     assert rows[1]["best_lead"].startswith("HFGD sg ahead of HFGD no-sg by 0.8")
     assert rows[1]["cka_C5"]["hfgd_sg"] == pytest.approx(0.79)
@@ -173,6 +177,9 @@ def test_regime_map_from_stored_files(tmp_path):
     assert len(lines) == 3 and lines[0].startswith("- **main regime** (what main tests)")
     assert "HFGD no-sg ahead of HFGD sg" in lines[0]
     assert "HFGD sg ahead of HFGD no-sg" in lines[1]
+    for line in lines:  # the lead's pair is said once, not again among the pairs
+        sentences = [x.strip() for x in line.split(". ") if x.strip()]
+        assert len(sentences) == len(set(sentences)), line
     assert "Change against main regime (same variant and seed): SemanticFPN +1.0 " \
         "[+1.0, +1.0] (beyond the noise); HFGD no-sg +0.9" in lines[2]
 
@@ -297,3 +304,18 @@ def test_regime_figures(tmp_path):
     one = [r for r in runs if r["seed"] == 0]
     names = {p.name for p in save_experiment_figures(one, tmp_path / "one")}
     assert "paired.png" not in names  # no interval from one seed
+
+
+def test_the_doc_shows_the_stored_results():
+    """docs/stop_gradient.md carries each stored regime's tables and the regime map as
+    the library computes them from docs/results/sg_*.json (so the doc cannot drift)."""
+    doc = (ROOT / "docs" / "stop_gradient.md").read_text()
+    stored = sg.stored_results()
+    assert stored and all(Path(r["source"]).parent.name == "results" for r in stored)
+    for r in stored:
+        assert sg.markdown_table(r["summary"]) in doc, r["name"]
+        assert sg.gradient_table(r["summary"]) in doc, r["name"]
+        assert r["summary"]["variants"]["hfgd_sg"]["seeds"], r["name"]
+    assert sg.regime_map_markdown(stored) in doc
+    assert sg.describe_regime_map(stored) in doc
+    assert (ROOT / "docs" / "figures" / "sg_regime_map.png").is_file()

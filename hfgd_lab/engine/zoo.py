@@ -29,7 +29,7 @@ WEIGHTS_DIR = Path(os.environ.get("HFGD_LAB_WEIGHTS_DIR")
 # bundled name -> stop-gradient variant (hfgd_lab.config.VARIANTS), in display order
 BUNDLED = {"hfgd_lite0_sg": "hfgd_sg", "hfgd_lite0_nosg": "hfgd_nosg",
            "semantic_fpn_lite0": "semantic_fpn"}
-DEFAULT_MODEL = "hfgd_lite0_sg"
+DEFAULT_MODEL = "hfgd_lite0_nosg"  # measured: docs/model_zoo.md, "Which model is the default"
 # the bundled models' architecture: the model section of configs/zoo/finetune.yaml
 BUNDLED_MODEL = dict(backbone="tf_efficientnet_lite0", num_classes=10, embed_dim=128,
                      cae_depth=2, cae_heads=4, decoder_channels=64, output_stride=4,

@@ -848,6 +848,8 @@ def verdict(pair: dict | None, a: str, b: str) -> str:
     lo, hi = m - half, m + half
     if lo > 0 or hi < 0:
         win, lose = (a, b) if m > 0 else (b, a)
+        if m < 0:  # the interval of win − lose
+            lo, hi = -hi, -lo
         every = all(d > 0 for d in per) or all(d < 0 for d in per)
         return (f"{win} ahead of {lose} by {abs(m):.1f} [{lo:+.1f}, {hi:+.1f}]"
                 + (f", on every one of {len(per)} seeds" if every else
@@ -883,9 +885,10 @@ def regime_map(stored=None) -> list[dict]:
         seeds = max((len(row.get("seeds", [])) for row in v.values()), default=0)
         ranked = sorted(means, key=means.get, reverse=True)
         best = ranked[0] if ranked else None
-        lead = None
+        lead = lead_pair = None
         if len(ranked) > 1:
             a, b = ranked[0], ranked[1]
+            lead_pair = f"{a} - {b}" if f"{a} - {b}" in paired else f"{b} - {a}"
             p = paired.get(f"{a} - {b}") or paired.get(f"{b} - {a}")
             if p and f"{b} - {a}" in paired and f"{a} - {b}" not in paired:
                 p = {**p, "mean_std": (-_ms(p["mean_std"])[0], _ms(p["mean_std"])[1]),
@@ -894,6 +897,7 @@ def regime_map(stored=None) -> list[dict]:
         rows.append({
             "name": r.get("name"), "title": r["title"], "question": r.get("question", ""),
             "seeds": seeds, "val_mIoU": means, "best": best, "best_lead": lead,
+            "best_pair": lead_pair,
             "pairs": {k: paired[k] for k in paired},
             "verdicts": {k: verdict(paired.get(k), *(LABELS.get(x, x) for x in k.split(" - ")))
                          for k in paired},
@@ -949,7 +953,7 @@ def describe_regime_map(stored=None) -> str:
         txt += "."
         for k in ("hfgd_sg - hfgd_nosg", "hfgd_partial_sg - hfgd_nosg",
                   "hfgd_nosg - semantic_fpn"):
-            if k in row["pairs"]:
+            if k in row["pairs"] and k != row.get("best_pair"):  # the lead is said above
                 txt += f" {row['verdicts'][k][0].upper()}{row['verdicts'][k][1:]}."
         c5 = row["cka_C5"]
         if "hfgd_sg" in c5 and "hfgd_nosg" in c5:
