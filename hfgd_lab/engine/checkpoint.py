@@ -607,6 +607,9 @@ def read_card(path: str | Path) -> dict:
     card = _read_json(ref.card)
     if not isinstance(card, dict) or "config" not in card:
         raise CheckpointError(f"{ref.card} is not an hfgd-lab checkpoint card (no 'config')")
+    if not isinstance(card["config"], dict):
+        raise CheckpointError(f"{ref.card}: 'config' is {type(card['config']).__name__} "
+                              f"{card['config']!r:.40}; expected a mapping of model settings")
     return card
 
 

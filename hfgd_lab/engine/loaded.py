@@ -31,9 +31,11 @@ __all__ = ["LoadedModel", "from_pretrained", "load_pretrained", "card_classes"]
 def card_classes(card: dict, k: int) -> tuple[tuple, np.ndarray]:
     """``(class names, (k, 3) uint8 palette)`` from a card, for a ``k``-class model.
 
-    Missing names become ``"class i"``; a missing or malformed palette becomes
+    Missing names (or a ``classes`` entry that is not a list) become ``"class i"``; a
+    missing or malformed palette becomes
     :func:`hfgd_lab.data.default_palette` (the one fallback of the project)."""
-    names = [str(c) for c in (card.get("classes") or [])]
+    names = card.get("classes")
+    names = [str(c) for c in names] if isinstance(names, (list, tuple)) else []
     names = names[:k] + [f"class {i}" for i in range(len(names), k)]
     pal = card.get("palette")
     try:
