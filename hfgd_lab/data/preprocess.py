@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .io import _composite_on_white, read_image
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -28,10 +30,14 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "normalize_array", "normalize_image"
 
 def as_uint8_image(image) -> np.ndarray:
     """A PIL image or a uint8 array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) as a
-    contiguous (H, W, 3) uint8 array. Other dtypes raise ``TypeError`` (read files and
-    other arrays with :func:`hfgd_lab.data.read_image`, which knows their bit depth)."""
-    if not isinstance(image, np.ndarray):  # PIL.Image and friends
-        image = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
+    contiguous (H, W, 3) uint8 array, by the reader's rules (:mod:`hfgd_lab.data.io`: a
+    PIL image goes through :func:`read_image` at full size; alpha is composited on white).
+    Other dtypes raise ``TypeError`` (read files and other arrays with
+    :func:`hfgd_lab.data.read_image`, which knows their bit depth)."""
+    if isinstance(image, Image.Image):
+        return read_image(image, max_side=None, min_side=1).array
+    if not isinstance(image, np.ndarray):
+        image = np.asarray(image)
     if image.dtype != np.uint8:
         raise TypeError(f"images must be uint8 (0..255), got {image.dtype}; read other "
                         "data with hfgd_lab.data.read_image")
@@ -41,7 +47,9 @@ def as_uint8_image(image) -> np.ndarray:
         raise ValueError(f"image must be HxW, HxWx3 or HxWx4, got shape {image.shape}")
     if image.shape[2] == 1:
         image = np.repeat(image, 3, 2)
-    return np.ascontiguousarray(image[..., :3])
+    if image.shape[2] == 4:
+        return _composite_on_white(image)
+    return np.ascontiguousarray(image)
 
 
 def normalize_array(image: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN,
