@@ -30,3 +30,17 @@ def test_card_classes_of_a_malformed_classes_entry_fall_back(classes):
 def test_card_classes_keeps_a_list_of_names():
     names, _ = card_classes({"classes": ["sky", "road"]}, 3)
     assert names == ("sky", "road", "class 2")
+
+
+def test_a_model_with_the_scene_classes_is_a_scenes_model_whatever_its_card_says():
+    # predict and the app warn alike about a model that knows only the scenes' classes,
+    # e.g. one trained on `hfgd-lab make-scenes` folders (card: dataset 'folder')
+    from hfgd_lab.data import SCENE_CLASSES
+    from hfgd_lab.engine.loaded import LoadedModel
+
+    def loaded(card, classes):
+        return LoadedModel(None, card, "m", "m", "checkpoint", tuple(classes),
+                           np.zeros((len(classes), 3), np.uint8), None)
+    assert loaded({"dataset": "folder"}, SCENE_CLASSES).is_scenes_model
+    assert loaded({"trained_on": "built-in procedural scenes"}, ["a", "b"]).is_scenes_model
+    assert not loaded({"dataset": "folder"}, ["a", "b"]).is_scenes_model

@@ -17,7 +17,6 @@ from tqdm.auto import tqdm
 
 from ..analysis.scores import class_areas
 from ..data import ImageError, fit_max_side, read_image
-from ..data.scenes import SCENE_CLASSES
 from ..engine.inference import InferenceOptions
 from ..engine.loaded import from_pretrained
 from ..viz import colorize, overlay
@@ -26,12 +25,6 @@ from ._common import Manifest, atomic_write, probe_writable_dir, resolve_device
 
 
 # ---- what the model knows, in words ------------------------------------------------------
-
-def knows_only_scenes(loaded) -> bool:
-    """True for a model of the built-in procedural scenes (by its card, or by its
-    classes being exactly the scenes' classes)."""
-    return loaded.is_scenes_model or tuple(loaded.classes) == tuple(SCENE_CLASSES)
-
 
 def trained_on(loaded) -> str:
     """What the card says the model was trained on, in a few words."""
@@ -55,7 +48,7 @@ def model_notes(loaded) -> list[str]:
     if loaded.card.get("stand_in"):
         lines.append("warning: this model is a random-weight stand-in (tests, development): "
                      "its predictions mean nothing")
-    if knows_only_scenes(loaded):
+    if loaded.is_scenes_model:
         lines.append("note: this model knows only the classes of the built-in procedural "
                      "scenes; on photographs or other real images its labels are not "
                      "meaningful (every pixel still gets one of its classes)")

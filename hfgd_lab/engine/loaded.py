@@ -20,6 +20,7 @@ import torch
 from ..config import VARIANTS
 from ..data.classes import default_palette
 from ..data.preprocess import prepare_image, resize_labels
+from ..data.scenes import SCENE_CLASSES
 from . import zoo
 from .checkpoint import CheckpointError, load_checkpoint, resolve
 from .hub import push_to_hub, save_pretrained, snapshot_folder
@@ -122,9 +123,10 @@ class LoadedModel:
 
     @property
     def is_scenes_model(self) -> bool:
-        """Trained on the built-in procedural scenes (by its card)."""
+        """Trained on the built-in procedural scenes: by its card, or by its classes
+        being exactly the scenes' (e.g. a model trained on ``make-scenes`` folders)."""
         text = " ".join(str(self.card.get(k) or "") for k in ("trained_on", "dataset"))
-        return "scene" in text.lower()
+        return "scene" in text.lower() or tuple(self.classes) == tuple(SCENE_CLASSES)
 
     def description(self) -> str:
         """A short label: the stop-gradient variant (``VARIANTS``) or the architecture."""
