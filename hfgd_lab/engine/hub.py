@@ -169,10 +169,9 @@ def model_card(card: dict, name: str, spec: Optional[str] = None) -> str:
         out += ["Not recorded: check the licence of the backbone's pretrained weights "
                 "before sharing.", ""]
 
-    out += ["## Usage", "", "```python", "import numpy as np", "from PIL import Image",
-            "import hfgd_lab", "",
+    out += ["## Usage", "", "```python", "import hfgd_lab", "",
             f"model = hfgd_lab.from_pretrained({spec!r})",
-            "image = np.asarray(Image.open('photo.jpg').convert('RGB'))",
+            "image = hfgd_lab.data.read_image('photo.jpg').array  # upright RGB uint8",
             "labels, confidence = model.segment(image)  # (H, W) class ids, (H, W) in [0, 1]",
             "```", "", "```bash", f"hfgd-lab predict {spec} photo.jpg --out masks/", "```", ""]
     if classes:
