@@ -42,3 +42,26 @@ def test_plain_rgb_and_grey_arrays_are_unchanged():
     rgb = _rgba()[..., :3].copy()
     np.testing.assert_array_equal(as_uint8_image(rgb), rgb)
     np.testing.assert_array_equal(as_uint8_image(rgb[..., 0]), np.repeat(rgb[..., :1], 3, 2))
+
+
+def test_segment_of_an_exif_rotated_pil_image_labels_the_upright_pixels():
+    import torch
+
+    from hfgd_lab import HFGDConfig, build_model
+    from hfgd_lab.engine.loaded import LoadedModel
+    from test_engine import TINY_MODEL
+
+    torch.manual_seed(0)
+    model = build_model(HFGDConfig(**{**TINY_MODEL, "num_classes": 3})).eval()
+    loaded = LoadedModel(model, {}, "m", "m", "checkpoint", ("a", "b", "c"),
+                         np.zeros((3, 3), np.uint8), None)
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 64, 3), np.uint8)).save(
+        buf, "JPEG", exif=exif)
+    labels, conf = loaded.segment(Image.open(io.BytesIO(buf.getvalue())))
+    upright = read_image(buf.getvalue(), max_side=None).array
+    expected, _ = loaded.segment(upright)
+    assert labels.shape == (64, 40) and conf.shape == (64, 40)
+    np.testing.assert_array_equal(labels, expected)

@@ -19,7 +19,7 @@ import torch
 
 from ..config import VARIANTS
 from ..data.classes import default_palette
-from ..data.preprocess import prepare_image, resize_labels
+from ..data.preprocess import as_uint8_image, prepare_image, resize_labels
 from ..data.scenes import SCENE_CLASSES
 from . import zoo
 from .checkpoint import CheckpointError, load_checkpoint, resolve
@@ -181,7 +181,7 @@ class LoadedModel:
         """``(labels, confidence)`` at the *input's* size: inference runs at the
         ``max_side``-capped size and the labels are resized back (nearest), so there is
         one label per input pixel. labels (H, W) int64, confidence (H, W) float32."""
-        img = np.asarray(image)
+        img = as_uint8_image(image)  # the pixels the labels are for (a PIL image upright)
         r = self.infer(img, options, max_side)
         conf, labels = r.probs[0].max(0)
         labels, conf = labels.cpu().numpy(), conf.float().cpu().numpy()
