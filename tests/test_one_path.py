@@ -223,3 +223,17 @@ def test_one_image_reaches_the_network_as_one_tensor(tmp_path, backbone):
     assert torch.equal(x_analysis, x_app)
     if backbone.startswith("tf_"):   # the backbone's own normalisation: [-1, 1]
         assert x_dataset.min() >= -1 and x_dataset.max() <= 1
+
+
+def test_evaluate_normalises_an_untransformed_dataset_with_the_models_backbone():
+    """build_dataset(name, root, split) then evaluate(model, ds), the README's form, feeds
+    the model its own backbone's normalisation (Lite0: mean = std = 0.5), not ImageNet's."""
+    from hfgd_lab.engine.evaluate import evaluate
+    model = build_model(HFGDConfig(backbone="tf_efficientnet_lite0",
+                                   **{**SMALL, "num_classes": 10})).eval()
+    ds = build_dataset("scenes", None, "val", num=2, size=64)
+    assert ds.transform is None
+    evaluate(model, ds, progress=False)
+    sample = {"image": ds.load(0)[0], "mask": ds.load(0)[1], "name": "x"}
+    expected = build_eval_transform((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))(sample)["image"]
+    assert torch.equal(ds[0]["image"], expected)

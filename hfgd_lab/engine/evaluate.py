@@ -6,6 +6,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
+from ..data.transforms import build_eval_transform
 from ..metrics import SegMetrics
 from .distributed import DistInfo
 from .inference import InferenceOptions, predict_probs
@@ -17,6 +18,10 @@ def evaluate(model, dataset, opts: InferenceOptions | None = None, device="cpu",
              progress: bool = True, desc: str = "eval") -> dict:
     """Metrics of ``model`` on ``dataset`` (items: dict(image, mask) tensors).
 
+    A dataset built without a transform gets the evaluation transform with the model's
+    own input normalisation (``model.cfg.normalization``: the backbone's mean/std), set on
+    the dataset; one with a transform is used as it is.
+
     Under DDP each rank takes every ``world_size``-th image and the confusion
     matrices are summed, so every rank returns the same numbers.
     """
@@ -25,6 +30,8 @@ def evaluate(model, dataset, opts: InferenceOptions | None = None, device="cpu",
     model.eval()
     net = getattr(model, "module", model)
     k = net.cfg.num_classes
+    if getattr(dataset, "transform", False) is None:
+        dataset.transform = build_eval_transform(*net.cfg.normalization)
     metrics = SegMetrics(num_classes=k, ignore_index=net.cfg.ignore_index)
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
     indices = range(info.rank, n, info.world_size)
