@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -335,8 +336,17 @@ def report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _stop_on_sigterm(signum, frame):
+    # run()'s finally stops the server (no orphan server under `timeout`); a second
+    # SIGTERM must not interrupt that
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     r = run(args)
     print(report(r))
     if args.json:

@@ -1,9 +1,13 @@
 """The app's benchmarks run end to end at a tiny size (their real runs, with the figures,
 are in docs/benchmarks.md): the soak answers every request as expected and reports the
 memory levels it is judged on; the latency benchmark times the API and the in-process
-handlers."""
+handlers. The server keeps a bounded number of Gradio sessions (the soak's growth with
+the bundled models)."""
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +46,41 @@ def test_latency_benchmark_runs(tmp_path):
         assert r["api"][kind]["first_result"]["n"] == 2
         assert r["api"][kind]["click"]["n"] == 4
         assert r["in_process"][kind]["click"]["median_ms"] > 0
+
+
+# Serves the app in this child process with a small session cap, makes API calls (each is
+# a new Gradio session) and prints how many sessions the server keeps.
+SESSIONS_SCRIPT = r"""
+import json, sys
+import httpx
+from hfgd_lab.app import server
+from hfgd_lab.app.testing import free_port
+server.SESSIONS = 3
+demo, url = server.serve(port=free_port(), block=False, warmup=False)
+answers = []
+for name in ["hfgd_lite0_sg", "semantic_fpn_lite0"] * 4:
+    eid = httpx.post(url + "gradio_api/call/load_model", json={"data": [name]},
+                     timeout=300).json()["event_id"]
+    text = httpx.get(f"{url}gradio_api/call/load_model/{eid}", timeout=300).text
+    answers.append("event: complete" in text)
+print(json.dumps({"answers": answers, "sessions": len(demo.state_holder.session_data),
+                  "capacity": demo.state_session_capacity}))
+demo.close()
+"""
+
+
+@pytest.mark.slow
+def test_server_keeps_a_bounded_number_of_sessions(tmp_path):
+    """Every API call is a new Gradio session, and Gradio keeps a copy of the page's
+    configuration per session (10000 by default): the soak's RSS grew ~25 MB per 100
+    requests with the bundled models until server.SESSIONS capped them."""
+    from hfgd_lab.engine.zoo import write_stand_ins
+    weights = write_stand_ins(tmp_path / "weights")
+    env = dict(os.environ, HFGD_LAB_WEIGHTS_DIR=str(weights), GRADIO_ANALYTICS_ENABLED="False",
+               HF_HUB_OFFLINE="1", NO_PROXY="127.0.0.1,localhost", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", SESSIONS_SCRIPT], env=env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["answers"] == [True] * 8
+    assert r["capacity"] == 3 and r["sessions"] <= 3, r

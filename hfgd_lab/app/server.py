@@ -9,9 +9,10 @@
   process uses (mode 0700) and points ``GRADIO_TEMP_DIR`` (uploads and results) and
   ``GRADIO_EXAMPLES_CACHE`` at it before the Blocks exist; it is removed at exit. One
   server per process: Gradio reads these variables process-wide.
-- **Bounded memory over time**: at most 2 malloc arenas, oneDNN's kernel cache capped,
-  freed heap pages handed back after each analysis (see :func:`limit_malloc_arenas`,
-  :func:`bound_kernel_cache`, ``benchmarks/app_soak.py``).
+- **Bounded memory over time**: at most :data:`SESSIONS` Gradio sessions kept, at most 2
+  malloc arenas, oneDNN's kernel cache capped, freed heap pages handed back after each
+  analysis (see :data:`SESSIONS`, :func:`limit_malloc_arenas`, :func:`bound_kernel_cache`,
+  ``benchmarks/app_soak.py``).
 - **Bounded work per request**: uploads above ``MAX_FILE_SIZE`` are refused by the
   server; images above :data:`~.handlers.MAX_PIXELS` are refused from their header,
   before any pixel is decoded; a bounded queue, one heavy computation at a time.
@@ -45,12 +46,19 @@ from .html import CSS
 
 __all__ = ["main", "run", "serve", "create_app", "warm_up", "private_folder", "limit_threads",
            "limit_malloc_arenas", "bound_kernel_cache", "is_local", "paths_warning",
-           "ServeError", "MAX_FILE_SIZE", "QUEUE_SIZE", "CONCURRENCY"]
+           "ServeError", "MAX_FILE_SIZE", "QUEUE_SIZE", "CONCURRENCY", "SESSIONS"]
 
 MAX_FILE_SIZE = "10mb"      # uploads above this are refused by the server
 QUEUE_SIZE = 64             # waiting requests beyond this are refused ("queue full")
 CONCURRENCY = 1             # events of one listener (group) running at a time; decodes
                             # and forward passes are serialised anyway
+SESSIONS = 128              # Gradio sessions whose state is kept (least recently used
+# dropped). Gradio keeps a copy of the page's configuration per session (~0.26 MB fresh
+# for this page's 142 blocks, more once outputs are stored in it), 10000 sessions by
+# default, and every API call (/gradio_api/call/...) is a new session: a soak's RSS grew
+# ~25 MB per 100 requests until this was capped. A dropped browser session falls back to
+# the page's defaults for its gr.State (tab shown, model in use); its inputs are sent with
+# every event anyway.
 
 
 class ServeError(RuntimeError):
@@ -197,6 +205,7 @@ def serve(host: str = "127.0.0.1", port: int = 7860, share: bool = False, model=
     _, url, _ = demo.launch(
         server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
         prevent_thread_lock=True, show_error=False, quiet=False, css=CSS,
+        state_session_capacity=SESSIONS,
         footer_links=["api"], allowed_paths=None)
     demo.app_state = app  # for in-process tests
     if not block:
