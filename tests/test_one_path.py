@@ -237,3 +237,22 @@ def test_evaluate_normalises_an_untransformed_dataset_with_the_models_backbone()
     sample = {"image": ds.load(0)[0], "mask": ds.load(0)[1], "name": "x"}
     expected = build_eval_transform((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))(sample)["image"]
     assert torch.equal(ds[0]["image"], expected)
+
+
+def test_an_image_above_the_cap_reaches_the_model_as_the_same_pixels_in_predict_and_app(
+        tmp_path):
+    """Above --max-side / the app's cap, predict and the app downscale by one rule (the
+    reader's), not two: the same file gives the same model input (a review found up to 4
+    grey levels apart when predict resized a full decode its own way)."""
+    from hfgd_lab.commands._predict_work import model_input
+    rng = np.random.default_rng(0)
+    photo = (rng.random((500, 700, 3)) * 255).astype(np.uint8)
+    path = tmp_path / "big.jpg"
+    Image.fromarray(photo).save(path, quality=90)
+    full = read_image(path, max_side=None)
+    for cap in (256, 333):
+        small = model_input(path, full, cap)
+        assert max(small.array.shape[:2]) == cap
+        np.testing.assert_array_equal(small.array,
+                                      App(store=_Store(None)).read(str(path), cap).array)
+    assert model_input(path, full, 700) is full          # fits: no second read

@@ -16,7 +16,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..analysis.scores import class_areas
-from ..data import ImageError, fit_max_side, read_image
+from ..data import ImageError, read_image, resize_labels
 from ..engine.inference import InferenceOptions
 from ..engine.loaded import from_pretrained
 from ..viz import colorize, overlay
@@ -56,6 +56,18 @@ def model_notes(loaded) -> list[str]:
 
 
 # ---- the run -----------------------------------------------------------------------------
+
+def model_input(path, full, max_side):
+    """The pixels the model runs on for the image file ``path`` (``full``: its
+    full-size :class:`LoadedImage`): ``full`` itself when it fits ``max_side``, else the
+    file read again by :func:`read_image` with that cap, the very call the app makes, so
+    that predict and the app feed the network the same tensor (a second decode of a large
+    image, in exchange for one downscaling rule)."""
+    h, w = full.array.shape[:2]
+    if max_side is None or max(h, w) <= max_side:
+        return full
+    return read_image(path, max_side=max_side)
+
 
 def _png(array):
     return lambda tmp: Image.fromarray(array).save(tmp, format="PNG")
@@ -128,7 +140,10 @@ def predict_all(args, mode, out: Path, jobs, manifest: Manifest) -> int:
             failures += 1
             continue
         h, w = img.array.shape[:2]
-        labels, conf = loaded.segment(img.array, opts, max_side=args.max_side)
+        small = model_input(path, img, args.max_side)
+        labels, conf = loaded.segment(small.array, opts)
+        if labels.shape != (h, w):  # one label per input pixel (nearest)
+            labels, conf = resize_labels(labels, (h, w)), resize_labels(conf, (h, w))
         areas = _class_areas(labels, conf, k, args.low_confidence)
         warnings = []
         if areas["mean"] < args.low_confidence:
@@ -143,7 +158,7 @@ def predict_all(args, mode, out: Path, jobs, manifest: Manifest) -> int:
         atomic_write(outs["labels"], _png(labels.astype(label_dtype)))
         atomic_write(outs["mask"], _png(colorize(labels, palette)))
         atomic_write(outs["overlay"], _png(overlay(img.array, labels, palette, args.opacity)))
-        ih, iw = fit_max_side((h, w), args.max_side)  # what segment() ran the model on
+        ih, iw = small.array.shape[:2]  # what the model ran on
         key = rel.as_posix()
         records[key] = {
             "input": str(path), "input_name": key, "model": loaded.name, "size": [w, h],
