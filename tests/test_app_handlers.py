@@ -23,7 +23,7 @@ from hfgd_lab.app.server import bound_kernel_cache, is_local, paths_warning
 from hfgd_lab.app.state import AppError, ModelStore, Options
 from hfgd_lab.app.testing import huge_png
 from hfgd_lab.engine import InferenceOptions, infer, zoo
-from hfgd_lab.engine.zoo import BUNDLED, DEFAULT_MODEL, write_stand_ins
+from hfgd_lab.engine.zoo import BUNDLED, DEFAULT_MODEL, list_pretrained, write_stand_ins
 
 torch.set_num_threads(1)
 
@@ -105,7 +105,7 @@ def test_models_dir_is_an_allow_list(weights, tmp_path):
     (models / "broken.safetensors").write_bytes(b"junk, not safetensors")
     (models / "notes.json").write_text("{}")  # not a checkpoint: not listed
     store = ModelStore("cpu", models_dirs=[models])
-    assert store.names()[:3] == list(BUNDLED) and \
+    assert store.names()[:3] == list_pretrained() and \
         set(store.names()[3:]) == {"mine", "as_folder", "broken"}
     app = App(store)
     assert "SemanticFPN" in app.model_info("mine").markdown

@@ -18,7 +18,7 @@ from PIL import Image
 from hfgd_lab.app.testing import ServerProcess, huge_png
 from hfgd_lab.data.samples import photo_sources, scene_samples
 from hfgd_lab.data.scenes import SCENE_CLASSES
-from hfgd_lab.engine.zoo import DEFAULT_MODEL, write_stand_ins
+from hfgd_lab.engine.zoo import BUNDLED, DEFAULT_MODEL, write_stand_ins
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -192,7 +192,9 @@ def test_every_other_endpoint(client, images):
     assert "one bundled model" in caption and "mean over seeds" in experiment
 
     info, classes = client.predict(MODEL, api_name="/load_model")
-    assert "stop-gradient on" in info and classes == list(SCENE_CLASSES)
+    said = {"hfgd_sg": "stop-gradient on", "hfgd_nosg": "stop-gradient off",
+            "semantic_fpn": "SemanticFPN"}[BUNDLED[MODEL]]
+    assert said in info and classes == list(SCENE_CLASSES)
 
 
 def test_imagenet_endpoint_on_a_real_photo(client):
