@@ -226,7 +226,7 @@ def test_failed_export_or_check_writes_nothing(tmp_path, monkeypatch, readme_run
     def broken(*a, **k):
         raise RuntimeError("unsupported operator aten::mystery")
     monkeypatch.setattr(torch.onnx, "export", broken)
-    with pytest.raises(ExportError, match="cannot export 'hfgd_lite0_sg'.*aten::mystery"):
+    with pytest.raises(ExportError, match=f"cannot export '{zoo.DEFAULT_MODEL}'.*aten::mystery"):
         export_onnx(loaded, target)
     assert not target.exists()
 
