@@ -364,9 +364,10 @@ def execute_notebook(path, fast: Optional[bool] = None, env: Optional[dict] = No
         timing: record each cell's start and end in its metadata (not written back).
         deadline: seconds for the whole run, kernel start and shutdown included (None:
             no limit beyond ``timeout`` per cell). nbclient's per-cell ``timeout`` does
-            not cover a client left waiting on an idle kernel (seen twice on a 2-core
-            machine at load 5+: kernel idle, client waiting, no timeout for 10+ minutes);
-            the deadline does, and the kernel is shut down.
+            not cover a client left waiting on an idle kernel in a cell with widgets
+            (jupyter/nbclient#312; seen here three times, once on an idle machine:
+            kernel idle, client waiting, no timeout for 10+ minutes); the deadline does,
+            and the kernel is shut down.
     Returns the executed ``nbformat`` notebook.
 
     Raises:
