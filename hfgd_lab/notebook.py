@@ -43,6 +43,7 @@ Environment: ``HFGD_LAB_FAST`` (fast mode), ``HFGD_LAB_THREADS`` (torch threads)
 from __future__ import annotations
 
 import asyncio
+import inspect
 import io
 import itertools
 import os
@@ -344,6 +345,28 @@ def exercise_panels() -> dict:
 
 # ---- execution ----------------------------------------------------------------------
 
+def _poll_in_slices(kc, slice_s: float = 1.0) -> None:
+    """Make the kernel client's shell and IOPub ``get_msg`` wait in slices of ``slice_s``
+    seconds: a long single wait can miss a message that has arrived and only return when
+    it times out (jupyter/nbclient#312, its PR #311 does the same; here a cell with widgets
+    waited its whole 600 s cell timeout, or longer, on an idle kernel)."""
+    from queue import Empty
+    for channel in (kc.shell_channel, kc.iopub_channel):
+        get = channel.get_msg
+
+        async def get_msg(timeout=None, _get=get):
+            end = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = slice_s if end is None else min(slice_s, end - time.monotonic())
+                try:
+                    msg = _get(timeout=max(left, 0.0))
+                    return (await msg) if inspect.isawaitable(msg) else msg
+                except Empty:
+                    if end is not None and time.monotonic() >= end:
+                        raise
+        channel.get_msg = get_msg
+
+
 class NotebookTimeout(RuntimeError):
     """A notebook did not finish within its wall-clock ``deadline``."""
 
@@ -393,6 +416,7 @@ def execute_notebook(path, fast: Optional[bool] = None, env: Optional[dict] = No
                             resources={"metadata": {"path": str(path.parent)}},
                             record_timing=timing)
     run_env = {k: str(v) for k, v in kernel_env.items()}
+    client.on_notebook_start = lambda notebook: _poll_in_slices(client.kc)
     if deadline is None:
         client.execute(env=run_env)
     else:
