@@ -50,7 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from .bench_onnx import run_onnx_benchmark
 from .bench_train import EXTRA as TRAIN_EXTRA
-from .bench_train import parse_size, run_train_benchmark
+from .bench_train import median_ms, parse_size, run_train_benchmark, spread
 from .config import HFGDConfig
 from .models import build_model
 
@@ -157,18 +157,6 @@ def time_entries(entries, x, repeats: int, warmup: int, variants, progress=None)
             e.cpu_times[part].append(c1 - c0)
         if progress:
             progress(r + 1, repeats)
-
-
-def median_ms(ts) -> float:
-    return 1000 * statistics.median(ts)
-
-
-def spread(ts) -> float:
-    """Interquartile range relative to the median (0 for fewer than 4 samples)."""
-    if len(ts) < 4:
-        return 0.0
-    q = statistics.quantiles(ts, n=4)
-    return (q[2] - q[0]) / statistics.median(ts)
 
 
 # ---- report ----------------------------------------------------------------------------
