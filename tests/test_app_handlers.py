@@ -345,6 +345,9 @@ def test_compare_runs_each_model_once_and_labels_its_numbers(app, examples):
     assert "a random-weight stand-in, no validation mIoU" in v1.caption  # made-up card numbers
     assert "on this scene alone mIoU" in v1.caption and "agrees with the sg-on" in v1.caption
     assert "**mean over seeds**" in v1.experiment
+    # the stored regime map in plain words first, with the sign count over every regime
+    assert v1.experiment.startswith("**The regime map in words**")
+    assert "- **Across the" in v1.experiment and "sign test" in v1.experiment
 
 
 def test_experiment_text_from_a_card_of_a_stand_in_is_called_made_up(app, examples, tmp_path,
@@ -353,6 +356,7 @@ def test_experiment_text_from_a_card_of_a_stand_in_is_called_made_up(app, exampl
     v = app.compare(str(_by_kind(examples, "scene").path), Options(max_side=96))
     assert "Made-up numbers from a random-weight stand-in" in v.experiment
     assert "mean over seeds" in v.experiment
+    assert "regime map" not in v.experiment  # a card has no per-seed regime results
 
 
 def test_sliding_window_and_options_are_validated():

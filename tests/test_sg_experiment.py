@@ -174,7 +174,7 @@ def test_regime_map_from_stored_files(tmp_path):
     assert "| – |" in table  # shift has no partial sg
     words = sg.describe_regime_map(stored)
     lines = words.splitlines()
-    assert len(lines) == 3 and lines[0].startswith("- **main regime** (what main tests)")
+    assert len(lines) == 4 and lines[0].startswith("- **main regime** (what main tests)")
     assert "HFGD no-sg ahead of HFGD sg" in lines[0]
     assert "HFGD sg ahead of HFGD no-sg" in lines[1]
     for line in lines:  # the lead's pair is said once, not again among the pairs
@@ -182,6 +182,35 @@ def test_regime_map_from_stored_files(tmp_path):
         assert len(sentences) == len(set(sentences)), line
     assert "Change against main regime (same variant and seed): SemanticFPN +1.0 " \
         "[+1.0, +1.0] (beyond the noise); HFGD no-sg +0.9" in lines[2]
+    # across regimes: main all below zero, shift all above, main_lr1 all equal
+    assert lines[3].startswith("- **Across the 3 regimes** (HFGD sg − HFGD no-sg, every "
+                               "paired seed): below zero on 5 of 15, above on 5, equal on 5")
+    assert lines[3].endswith("p = 1: no consistent direction beyond chance.")
+
+
+def test_across_regimes_counts_signs_with_an_exact_sign_test():
+    """The sign test is the exact binomial one (scipy's binomtest gives the same p);
+    one regime alone gives no across-regimes line."""
+    def stored_with(*per_regime):
+        out = []
+        for i, ds in enumerate(per_regime):
+            runs = regime_runs({"hfgd_nosg": [0] * len(ds), "hfgd_sg": list(ds)},
+                               seeds=tuple(range(len(ds))))
+            out.append({"name": f"r{i}", "title": f"r{i}", "question": "",
+                        "summary": json.loads(json.dumps(sg.summarize(runs)))})
+        return out
+    stored = stored_with([-0.5, -0.2, 0.3, -0.7, -0.1], [-1.0, -0.4, -0.6], [0.2, -0.3])
+    a = sg.across_regimes(stored)
+    assert (a["seeds"], a["below"], a["above"], a["zero"]) == (10, 8, 2, 0)
+    assert a["sign_p"] == pytest.approx(stats.binomtest(2, 10, 0.5).pvalue)
+    assert a["mean"] == pytest.approx(-3.3 / 10) and a["min"] == pytest.approx(-1.0)
+    assert a["regimes"] == ["r0", "r1", "r2"]
+    assert "HFGD sg is lower than HFGD no-sg" not in sg._across_words(a)  # p = 0.11
+    a = sg.across_regimes(stored_with([-0.5] * 5, [-0.2] * 4))
+    assert a["sign_p"] == pytest.approx(2 / 2 ** 9)
+    assert "HFGD sg is lower than HFGD no-sg more often than chance" in sg._across_words(a)
+    assert sg.across_regimes(stored_with([-0.5] * 5)) is None
+    assert sg.describe_regime_map(stored_with([-0.5] * 5)).count("Across") == 0
 
 
 def test_stored_results_fall_back_to_the_default_card(tmp_path, monkeypatch):

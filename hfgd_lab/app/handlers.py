@@ -38,7 +38,7 @@ from ..config import VARIANTS
 from ..data import ImageError, read_image
 from ..data.preprocess import resize_labels
 from ..engine import LoadedModel, zoo
-from ..experiments.stop_gradient import describe_summary, stored_results
+from ..experiments.stop_gradient import describe_regime_map, describe_summary, stored_results
 from ..models.imagenet import imagenet_classifier
 from ..models.weights import PACKAGED
 from ..viz import OUTCOME_COLORS, heatmap_overlay, mark_point, outcome_rgb, overlay, to_uint8
@@ -687,7 +687,9 @@ class App:
 
 
 def experiment_text(stand_in_cards: bool = False) -> str:
-    """The stop-gradient experiment's stored results in words
+    """The stop-gradient experiment's stored results in words: the regime map
+    (``describe_regime_map``: which regime favours which variant, and the sign count over
+    every regime), then each regime
     (:func:`hfgd_lab.experiments.stop_gradient.stored_results` + ``describe_summary``),
     each labelled as a mean over seeds; results read from a stand-in's card
     (``stand_in_cards``) are said to be made up."""
@@ -698,6 +700,13 @@ def experiment_text(stand_in_cards: bool = False) -> str:
     if not results:
         return "No stored stop-gradient results (see docs/stop_gradient.md)."
     parts = []
+    if any(r.get("name") != "card" for r in results):
+        try:
+            parts.append("**The regime map in words** (val mIoU: **mean over seeds**; "
+                         "differences paired by seed, with 95 % t-intervals):\n\n"
+                         + escape(describe_regime_map(results)))
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            parts.append(f"(regime map unreadable: {type(e).__name__})")
     for r in results:
         try:
             words = describe_summary(r["summary"])

@@ -932,11 +932,53 @@ def regime_map_markdown(stored=None) -> str:
     return "\n".join(lines)
 
 
+def across_regimes(stored=None, pair: str = "hfgd_sg - hfgd_nosg") -> dict | None:
+    """Every paired seed of every stored regime for one difference ``pair`` (e.g.
+    ``"hfgd_sg - hfgd_nosg"``, val mIoU points): how many fall below / above / at zero,
+    their mean and range, and the exact two-sided **sign test** p-value over the
+    non-zero ones (binomial, p = 1/2; each regime's runs are separate trainings). None
+    when fewer than two regimes measured the pair. A sign count, not a pooled interval:
+    the regimes differ in what they test, so their sizes are not averaged into one
+    estimate (each regime's own t-interval is in :func:`regime_map`)."""
+    stored = stored_results() if stored is None else stored
+    diffs, names = [], []
+    for r in stored:
+        p = r["summary"].get("paired", {}).get(pair)
+        if p and p.get("per_seed"):
+            diffs += [float(d) for d in p["per_seed"]]
+            names.append(r.get("name"))
+    if len(names) < 2:
+        return None
+    below = sum(d < 0 for d in diffs)
+    above = sum(d > 0 for d in diffs)
+    n, k = below + above, min(below, above)
+    p_sign = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+    return {"pair": pair, "regimes": names, "seeds": len(diffs), "below": below,
+            "above": above, "zero": len(diffs) - n, "mean": sum(diffs) / len(diffs),
+            "min": min(diffs), "max": max(diffs), "sign_p": p_sign}
+
+
+def _across_words(a: dict) -> str:
+    x, y = (LABELS.get(v, v) for v in a["pair"].split(" - "))
+    zero = f", equal on {a['zero']}" if a["zero"] else ""
+    if a["sign_p"] < 0.05:
+        lean = ("lower" if a["below"] > a["above"] else "higher")
+        says = f"{x} is {lean} than {y} more often than chance would make it"
+    else:
+        says = "no consistent direction beyond chance"
+    return (f"- **Across the {len(a['regimes'])} regimes** ({x} − {y}, every paired seed): "
+            f"below zero on {a['below']} of {a['seeds']}, above on {a['above']}{zero}; mean "
+            f"{a['mean']:+.1f}, from {a['min']:+.1f} to {a['max']:+.1f}; two-sided sign test "
+            f"p = {a['sign_p']:.2g}: {says}.")
+
+
 def describe_regime_map(stored=None) -> str:
     """Markdown bullets, one per regime, in plain words: what it tests, which variant
     came out best (mean over seeds) and whether that lead is beyond the seed noise,
-    what the stop-gradient did to accuracy and to C5's drift. Computed from the stored
-    numbers, whichever way they came out."""
+    what the stop-gradient did to accuracy and to C5's drift; then, when two or more
+    regimes measured it, one bullet on HFGD sg − HFGD no-sg over every paired seed of
+    every regime (:func:`across_regimes`). Computed from the stored numbers, whichever
+    way they came out."""
     out = []
     for row in regime_map(stored):
         m = row["val_mIoU"]
@@ -971,6 +1013,9 @@ def describe_regime_map(stored=None) -> str:
             txt += (" Change against " + ref + " (same variant and seed): "
                     + "; ".join(parts) + ".")
         out.append(txt)
+    a = across_regimes(stored)
+    if a:
+        out.append(_across_words(a))
     return "\n".join(out)
 
 
