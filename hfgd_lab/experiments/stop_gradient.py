@@ -979,6 +979,7 @@ def describe_regime_map(stored=None) -> str:
     regimes measured it, one bullet on HFGD sg − HFGD no-sg over every paired seed of
     every regime (:func:`across_regimes`). Computed from the stored numbers, whichever
     way they came out."""
+    stored = stored_results() if stored is None else stored
     out = []
     for row in regime_map(stored):
         m = row["val_mIoU"]
