@@ -327,6 +327,14 @@ def test_regime_figures(tmp_path):
     ax = plot_regime_map(stored).axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "a"]
     assert len(ax.get_legend().get_texts()) == 4
+    # a long regime title wraps instead of running off the figure's left edge
+    long = "recipe: layer-wise decay 0.65 from backbone lr 1x (main regime otherwise)"
+    fig = plot_regime_map([{"title": long, "summary": summary}])
+    [tick] = fig.axes[0].get_yticklabels()
+    assert tick.get_text().replace("\n", " ") == long
+    assert max(len(line) for line in tick.get_text().splitlines()) <= 32
+    fig.draw_without_rendering()
+    assert tick.get_window_extent().x0 >= 0  # inside the figure
     paths = save_experiment_figures(runs, tmp_path, prefix="sg_x_")
     assert {p.name for p in paths} == {f"sg_x_{n}.png" for n in (
         "summary", "val_curves", "gradient_flow", "drift", "stage_gradients", "paired")}

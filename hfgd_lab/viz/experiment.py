@@ -6,6 +6,7 @@ and returns a matplotlib Figure; ``save_experiment_figures`` writes them as PNGs
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -207,7 +208,7 @@ def plot_regime_map(stored) -> Figure:
     differences with their 95 % t-intervals side by side. An interval that misses the
     zero line is an effect beyond the seed noise."""
     n = max(len(stored), 1)
-    fig = Figure(figsize=(8, 1.1 + 0.9 * n), layout="constrained")
+    fig = Figure(figsize=(9, 1.6 + 0.9 * n), layout="constrained")
     ax = fig.subplots()
     step = 1.0 / (len(MAP_PAIRS) + 1)
     seen = set()
@@ -221,10 +222,12 @@ def plot_regime_map(stored) -> Figure:
                         label=label if key not in seen else None)
             seen.add(key)
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(range(n), [r["title"] for r in stored][::-1], fontsize=8)
+    # long regime titles wrap instead of running off the figure's left edge
+    ax.set_yticks(range(n), [textwrap.fill(r["title"], 32) for r in stored][::-1], fontsize=8)
     ax.set_xlabel("val mIoU difference (points), paired by seed; bars: 95 % t-interval")
     ax.set_title("stop-gradient regime map")
-    ax.legend(fontsize=7, loc="best")
+    # below the axes, so that it never covers an interval
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
     ax.grid(alpha=0.3, axis="x")
     return fig
 
