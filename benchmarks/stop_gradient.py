@@ -176,17 +176,19 @@ class Reporter:
         if seeds == self.bundled_seeds:
             return
         bundle(self.plan, results, first, Path(self.args.bundle), self.args.subset,
-               self.args.jobs, self.args.command)
+               self.args.jobs, self.args.command, runs_root=self.runs)
         self.bundled_seeds = seeds
 
 
 def bundle(plan, results: list[dict], first: dict, dest: Path, subset: int,
-           jobs: int = 1, command: str = "") -> None:
+           jobs: int = 1, command: str = "", runs_root="runs/sg") -> None:
     """Each bundled variant's run (``first``) into ``dest`` as fp16 safetensors + card,
     with validation mIoU on the full set and on its first ``subset`` images (the shipped
     fp16 weights are what is scored; tests/test_zoo.py recomputes the subset figure),
     the backbone's pretraining source, the provenance and the stop-gradient summary of
-    the regime (mean over the seeds finished so far; this file is one of them)."""
+    the regime (mean over the seeds finished so far; this file is one of them). Each run is
+    read from its folder under ``runs_root`` (not the work_dir its config recorded, so that
+    runs moved or copied to another folder still bundle)."""
     dest.mkdir(parents=True, exist_ok=True)
     b = plan.bundle
     reg = plan.regimes[b["regime"]]
@@ -200,7 +202,7 @@ def bundle(plan, results: list[dict], first: dict, dest: Path, subset: int,
         name = VARIANT_TO_BUNDLE.get(variant)
         if name is None:
             continue
-        work = Path(r["config"]["train"]["work_dir"])
+        work = sg.run_dir(runs_root, b["regime"], variant, r["seed"])
         model, card = load_checkpoint(work / "last")
         tmp = work.parent / f"{name}.fp16"
         save_checkpoint(tmp, model, classes=card["classes"], palette=card["palette"],

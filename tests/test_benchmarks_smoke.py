@@ -301,6 +301,16 @@ def test_stop_gradient_plan_end_to_end(tmp_path, monkeypatch, capsys):
     assert "9 finished, 0 to run" in capsys.readouterr().out
     assert stamps == {q: q.stat().st_mtime_ns for q in runs.glob("*/*/result.json")}
     assert p.with_suffix(".json").is_file()
+    # runs moved to another folder are reused and still bundle (read from --runs, not from
+    # the work_dir their configs recorded)
+    import shutil
+    moved = tmp_path / "moved"
+    shutil.move(runs, moved)
+    shutil.rmtree(bundle)
+    assert script.main([*argv[:2], "--runs", str(moved), *argv[4:]]) == 0
+    assert "9 finished, 0 to run" in capsys.readouterr().out
+    assert zoo.bundled_path("hfgd_lite0_sg").with_suffix(".json").is_file()
+    shutil.move(moved, runs)
     # a changed config never reuses the old runs: one line naming the folder and the key
     with pytest.raises(SystemExit) as e:
         script.main(argv + ["--set", "train.iters=3"])
