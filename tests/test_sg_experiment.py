@@ -353,6 +353,14 @@ def test_the_doc_shows_the_stored_results():
         assert sg.markdown_table(r["summary"]) in doc, r["name"]
         assert sg.gradient_table(r["summary"]) in doc, r["name"]
         assert r["summary"]["variants"]["hfgd_sg"]["seeds"], r["name"]
+        vs = r["versus"]
+        if vs and vs.get("variants"):  # a recipe change against its reference regime
+            assert sg.versus_table(vs["variants"], "this recipe",
+                                   vs.get("reference_title", vs["reference"])) in doc, r["name"]
+    by = {r["name"]: r for r in stored}
+    if "main_ld" in by and "main_lr1" in by:  # layer-wise decay against flat 1x, same seeds
+        assert sg.versus_table(sg.compare_regimes(by["main_ld"]["runs"], by["main_lr1"]["runs"]),
+                               "layer-wise decay", "flat 1×") in doc
     assert sg.regime_map_markdown(stored) in doc
     assert sg.describe_regime_map(stored) in doc
     assert (ROOT / "docs" / "figures" / "sg_regime_map.png").is_file()
